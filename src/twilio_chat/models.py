@@ -1,0 +1,292 @@
+"""Typed SQLAlchemy 2.0 models: one schema for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Integer primary keys: BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store aware datetimes as UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Read timestamps back as aware UTC datetimes."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base with a naming convention for constraints."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Message(Base):
+    """One SMS/MMS, inbound or outbound."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_contact_created", "contact_number", "created_at"),
+        Index("ix_messages_direction_created", "direction", "created_at"),
+        Index("ix_messages_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sid: Mapped[str | None] = mapped_column(String(34), unique=True)
+    account_sid: Mapped[str | None] = mapped_column(String(34))
+    direction: Mapped[str] = mapped_column(String(16))  # inbound | outbound
+    our_number: Mapped[str | None] = mapped_column(String(32))
+    messaging_service_sid: Mapped[str | None] = mapped_column(String(34))
+    contact_number: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text, default="")
+    media: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(24))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    num_segments: Mapped[int] = mapped_column(Integer, default=1)
+    # What produced an outbound message: api, panel, cli, auto_reply, ai, engine.
+    source: Mapped[str | None] = mapped_column(String(16))
+    # The inbound sid this message answers automatically; unique: one reply per inbound, ever.
+    reply_to_sid: Mapped[str | None] = mapped_column(String(34), unique=True)
+    redacted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    events: Mapped[list[StatusEvent]] = relationship(
+        back_populates="message", order_by="StatusEvent.id", viewonly=True
+    )
+
+
+class StatusEvent(Base):
+    """One status callback from Twilio, kept for the message's timeline."""
+
+    __tablename__ = "status_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    message_sid: Mapped[str] = mapped_column(String(34), index=True)
+    status: Mapped[str] = mapped_column(String(24))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    message: Mapped[Message | None] = relationship(back_populates="events")
+
+
+class Contact(Base):
+    """A person we text with: a name, and the conversation's summary and state."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (Index("ix_contacts_last_message_at", "last_message_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str | None] = mapped_column(String(120))
+    last_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Kept up to date in the transaction that writes each message, so listing is one index scan.
+    last_message_id: Mapped[int | None] = mapped_column(BigId)
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unread_count: Mapped[int] = mapped_column(Integer, default=0)
+    replies_paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OptOut(Base):
+    """The opt-out ledger: per (our sender, their number), opted out or back in, when and why."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (UniqueConstraint("sender", "number", name="uq_opt_outs_sender_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Our number (E.164) or Messaging Service SID.
+    sender: Mapped[str] = mapped_column(String(34))
+    number: Mapped[str] = mapped_column(String(32), index=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(64))  # e.g. keyword STOP, twilio 21610
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Job(Base):
+    """A unit of background work, claimed by a worker with a lease."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_claim", "status", "run_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # queued | running | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    unique_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AutoReplyConfig(Base):
+    """The fixed auto-reply (a single row, id 1)."""
+
+    __tablename__ = "auto_reply_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AIConfig(Base):
+    """The AI reply settings (a single row, id 1); the key is stored encrypted."""
+
+    __tablename__ = "ai_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(100))
+    temperature: Mapped[float] = mapped_column(Float)
+    system_prompt: Mapped[str] = mapped_column(Text)
+    target_number: Mapped[str | None] = mapped_column(String(32))
+    history_limit: Mapped[int] = mapped_column(Integer, default=20)
+    max_segments: Mapped[int] = mapped_column(Integer, default=3)
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    fallback_text: Mapped[str | None] = mapped_column(Text)
+    # False while the values come from the environment; True after a save in panel or API.
+    saved: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    """A person who can log in to the panel."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API: stored as a SHA-256 hash, shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[str] = mapped_column(String(100), default="read send admin")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class SandboxMessage(Base):
+    """The built-in sandbox's record of a message, in Twilio's shape."""
+
+    __tablename__ = "sandbox_messages"
+    __table_args__ = (Index("ix_sandbox_messages_created", "date_created"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sid: Mapped[str] = mapped_column(String(34), unique=True)
+    account_sid: Mapped[str] = mapped_column(String(34))
+    messaging_service_sid: Mapped[str | None] = mapped_column(String(34))
+    from_number: Mapped[str | None] = mapped_column(String(34))
+    to_number: Mapped[str] = mapped_column(String(34), index=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    media_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(24))
+    direction: Mapped[str] = mapped_column(String(16))
+    num_segments: Mapped[int] = mapped_column(Integer, default=1)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    status_callback: Mapped[str | None] = mapped_column(Text)
+    content_sid: Mapped[str | None] = mapped_column(String(34))
+    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    date_updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    date_sent: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SandboxOptOut(Base):
+    """Numbers that texted STOP to the sandbox: Twilio's own opt-out list, imitated."""
+
+    __tablename__ = "sandbox_opt_outs"
+    __table_args__ = (UniqueConstraint("sender", "number", name="uq_sandbox_opt_outs_pair"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(34))
+    number: Mapped[str] = mapped_column(String(34))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SandboxFault(Base):
+    """A fault the sandbox injects into its next create calls (tests use it for 429 and 500)."""
+
+    __tablename__ = "sandbox_faults"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,0 +1,248 @@
+"""One typed, frozen Settings object built from the environment and `.env`.
+
+This module is the only reader of ``os.environ``. Tests build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import phonenumbers
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
+SANDBOX_DEFAULT_FROM = "+15005550006"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant answering text messages. Keep answers short and friendly."
+)
+
+
+class SettingsError(Exception):
+    """A setting is missing or has a bad value; the message names the variable."""
+
+
+def is_e164(value: str) -> bool:
+    """Return True when `value` is a possible phone number written in E.164 form."""
+    if not value.startswith("+") or not value[1:].isdigit() or not 8 <= len(value) <= 16:
+        return False
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_possible_number(parsed))
+
+
+class Settings(BaseModel):
+    """Every setting of the app; field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    # Twilio
+    twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
+    twilio_default_from: str | None = Field(None, alias="TWILIO_DEFAULT_FROM")
+    twilio_messaging_service_sid: str | None = Field(None, alias="TWILIO_MESSAGING_SERVICE_SID")
+    twilio_api_base_url: str | None = Field(None, alias="TWILIO_API_BASE_URL")
+    twilio_sandbox: bool | None = Field(None, alias="TWILIO_SANDBOX")
+    twilio_validate_signature: bool = Field(True, alias="TWILIO_VALIDATE_SIGNATURE")
+    trusted_proxy_count: int = Field(0, ge=0, le=5, alias="TRUSTED_PROXY_COUNT")
+    # OpenAI / AI replies
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    openai_model: str = Field("gpt-4o-mini", min_length=1, alias="OPENAI_MODEL")
+    openai_temperature: float = Field(0.7, ge=0, le=2, alias="OPENAI_TEMPERATURE")
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    ai_target_number: str | None = Field(None, alias="AI_TARGET_NUMBER")
+    ai_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="AI_SYSTEM_PROMPT")
+    ai_enabled: bool = Field(False, alias="AI_ENABLED")
+    chat_mode: Literal["echo", "keywords"] = Field("echo", alias="CHAT_MODE")
+    # App
+    app_env: Literal["development", "production", "test"] = Field(
+        "development", alias="APP_ENV"
+    )
+    app_debug: bool = Field(False, alias="APP_DEBUG")
+    app_host: str = Field("0.0.0.0", alias="APP_HOST")  # noqa: S104 - a server's usual bind
+    app_port: int = Field(3000, ge=1, le=65535, alias="APP_PORT")
+    db_path: str = Field("data/app.db", min_length=1, alias="DB_PATH")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+    secret_key: SecretStr | None = Field(None, alias="SECRET_KEY")
+    admin_username: str = Field("admin", min_length=1, max_length=64, alias="ADMIN_USERNAME")
+    admin_password: SecretStr | None = Field(None, alias="ADMIN_PASSWORD")
+    # Worker
+    worker_enabled: bool = Field(True, alias="WORKER_ENABLED")
+    worker_poll_seconds: float = Field(0.2, gt=0, le=60, alias="WORKER_POLL_SECONDS")
+    job_lease_seconds: int = Field(60, ge=5, le=3600, alias="JOB_LEASE_SECONDS")
+    # Sandbox behaviour: seconds between the status callbacks it fires.
+    sandbox_callback_delay: float = Field(0.05, ge=0, le=10, alias="SANDBOX_CALLBACK_DELAY")
+
+    @field_validator("twilio_default_from", "ai_target_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not is_e164(value):
+            raise ValueError(f"must be a phone number in E.164 form like +15551234567, got {value!r}")
+        return value
+
+    @field_validator("twilio_messaging_service_sid")
+    @classmethod
+    def _service_sid(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("MG") and len(value) == 34):
+            raise ValueError("must be a Messaging Service SID: MG followed by 32 characters")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("AC") and len(value) == 34):
+            raise ValueError("must be an Account SID: AC followed by 32 characters")
+        return value
+
+    @field_validator("public_base_url", "twilio_api_base_url", "openai_base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.app_env == "production":
+            if self.secret_key is None:
+                raise ValueError("SECRET_KEY: required when APP_ENV=production")
+            if not self.twilio_validate_signature:
+                raise ValueError(
+                    "TWILIO_VALIDATE_SIGNATURE: cannot be false when APP_ENV=production"
+                )
+        return self
+
+    # Derived values -----------------------------------------------------------------
+    @property
+    def has_twilio_credentials(self) -> bool:
+        """Tell whether both Twilio credentials are configured."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def sandbox(self) -> bool:
+        """Tell whether the built-in Twilio sandbox stands in for Twilio."""
+        if self.twilio_sandbox is not None:
+            return self.twilio_sandbox
+        return not self.has_twilio_credentials
+
+    @property
+    def account_sid(self) -> str:
+        """Return the Account SID the app uses (the sandbox's own when none is configured)."""
+        if self.sandbox and not self.has_twilio_credentials:
+            return SANDBOX_ACCOUNT_SID
+        return self.twilio_account_sid or ""
+
+    @property
+    def auth_token(self) -> str:
+        """Return the auth token that signs and checks webhooks and calls Twilio."""
+        if self.sandbox and not self.has_twilio_credentials:
+            return hmac.new(self.secret_bytes, b"sandbox-auth-token", hashlib.sha256).hexdigest()[
+                :32
+            ]
+        return self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else ""
+
+    @property
+    def default_from(self) -> str | None:
+        """Return the From number for sends (the sandbox's test number when none is set)."""
+        if self.twilio_default_from:
+            return self.twilio_default_from
+        return SANDBOX_DEFAULT_FROM if self.sandbox else None
+
+    @property
+    def base_url(self) -> str:
+        """Return the public base URL Twilio uses to reach this app."""
+        return self.public_base_url or f"http://127.0.0.1:{self.app_port}"
+
+    @property
+    def api_base_url(self) -> str | None:
+        """Return the Twilio REST base URL, or None for Twilio's own."""
+        if self.twilio_api_base_url:
+            return self.twilio_api_base_url
+        if self.sandbox:
+            return f"http://127.0.0.1:{self.app_port}/sandbox/twilio"
+        return None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Return the database URL: DATABASE_URL, else SQLite at DB_PATH."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def secret_bytes(self) -> bytes:
+        """Return the secret key as bytes."""
+        if self.secret_key is None:
+            raise SettingsError("SECRET_KEY: not set")
+        return self.secret_key.get_secret_value().encode()
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    name = str(loc[0]) if loc else ""
+    msg = str(error.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if name:
+        field = Settings.model_fields.get(name)
+        alias = field.alias if field and field.alias else name
+        got = error.get("input")
+        suffix = f" (got {got!r})" if isinstance(got, str) and "got" not in msg else ""
+        return f"{alias}: {msg}{suffix}"
+    return msg
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate raw values keyed by environment variable name; raise SettingsError on bad ones."""
+    known = {f.alias for f in Settings.model_fields.values()}
+    data = {k: v for k, v in values.items() if k in known and v not in ("", None)}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _dev_secret_key(db_path: str) -> str:
+    """Return a random secret kept beside the SQLite file, made on first use (development only)."""
+    path = Path(db_path).parent / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> Settings:
+    """Build Settings from `.env` and the environment (the environment wins)."""
+    values: dict[str, Any] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    settings = build_settings(values)
+    if settings.secret_key is None and settings.app_env != "production":
+        values["SECRET_KEY"] = _dev_secret_key(settings.db_path)
+        settings = build_settings(values)
+    return settings
