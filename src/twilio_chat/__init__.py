@@ -1,1 +1,40 @@
-"""Twilio Chat."""
+"""Twilio Chat: a self-hosted SMS inbox and auto-responder on top of Twilio."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app for these settings: wiring only, no I/O, no threads."""
+    from . import db, twilio_gateway, web
+
+    settings = settings or load_settings()
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.extensions["settings"] = settings
+    production = settings.app_env == "production"
+    app.config.update(
+        SECRET_KEY=settings.secret_bytes,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_REQUEST_BYTES,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=production,
+        DEBUG=settings.app_debug and not production,
+    )
+    if settings.trusted_proxy_count:
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
+        )
+    db.init_app(app, settings)
+    twilio_gateway.init_app(app, settings)
+    web.init_app(app, sandbox=settings.sandbox)
+    return app

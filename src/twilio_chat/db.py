@@ -47,11 +47,9 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """Open a read-only session that never takes the write lock."""
+        # Closing (not rolling back) ends the transaction and keeps loaded objects readable.
         with self._reader() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     def ensure_directory(self) -> None:
         """Create the folder that holds the SQLite file, if any."""

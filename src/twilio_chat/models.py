@@ -127,7 +127,7 @@ class Contact(Base):
     """A person we text with: a name, and the conversation's summary and state."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_last_message_at", "last_message_at"),)
+    __table_args__ = (Index("ix_contacts_last_message_id", "last_message_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)

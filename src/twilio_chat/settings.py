@@ -71,9 +71,7 @@ class Settings(BaseModel):
     ai_enabled: bool = Field(False, alias="AI_ENABLED")
     chat_mode: Literal["echo", "keywords"] = Field("echo", alias="CHAT_MODE")
     # App
-    app_env: Literal["development", "production", "test"] = Field(
-        "development", alias="APP_ENV"
-    )
+    app_env: Literal["development", "production", "test"] = Field("development", alias="APP_ENV")
     app_debug: bool = Field(False, alias="APP_DEBUG")
     app_host: str = Field("0.0.0.0", alias="APP_HOST")  # noqa: S104 - a server's usual bind
     app_port: int = Field(3000, ge=1, le=65535, alias="APP_PORT")
@@ -94,7 +92,9 @@ class Settings(BaseModel):
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
         if value is not None and not is_e164(value):
-            raise ValueError(f"must be a phone number in E.164 form like +15551234567, got {value!r}")
+            raise ValueError(
+                f"must be a phone number in E.164 form like +15551234567, got {value!r}"
+            )
         return value
 
     @field_validator("twilio_messaging_service_sid")

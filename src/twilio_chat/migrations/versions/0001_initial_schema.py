@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 15:20:53.152993
+Create Date: 2026-11-25 15:24:27.996693
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("number", name=op.f("uq_contacts_number")),
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.create_index("ix_contacts_last_message_at", ["last_message_at"], unique=False)
+        batch_op.create_index("ix_contacts_last_message_id", ["last_message_id"], unique=False)
 
     op.create_table(
         "jobs",
@@ -278,7 +278,7 @@ def downgrade() -> None:
 
     op.drop_table("jobs")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.drop_index("ix_contacts_last_message_at")
+        batch_op.drop_index("ix_contacts_last_message_id")
 
     op.drop_table("contacts")
     op.drop_table("auto_reply_config")

@@ -1,0 +1,296 @@
+"""The command line: one click group behind `twilio-chat` and `python manage.py`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import click
+import requests
+from flask import Flask
+
+from . import create_app, messaging, migrate, users
+from .db import get_db
+from .errors import AppError
+from .settings import Settings, SettingsError, is_e164, load_settings
+from .twilio_gateway import get_gateway
+
+
+def _app(ctx: click.Context) -> Flask:
+    """Return the app the command works on (built from the environment unless given)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Flask):
+        root.obj = create_app(load_settings())
+    return root.obj
+
+
+def _settings(app: Flask) -> Settings:
+    settings: Settings = app.extensions["settings"]
+    return settings
+
+
+class CommandError(click.ClickException):
+    """A failure shown as one line, `error: …`, with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
+
+    def show(self, file: Any = None) -> None:
+        """Print the one-line error to stderr."""
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class AppGroup(click.Group):
+    """A group that turns the app's errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, translating known errors."""
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise CommandError(f"bad setting: {exc}", 2) from None
+        except AppError as exc:
+            raise CommandError(
+                f"{exc.field}: {exc.message}" if exc.field else exc.message
+            ) from None
+        except requests.ConnectionError:
+            raise CommandError(
+                "cannot reach the server; is it running? (twilio-chat run)"
+            ) from None
+
+
+@click.group(cls=AppGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Twilio Chat: a self-hosted SMS inbox and auto-responder on Twilio.
+
+    Settings come from the environment and .env (see .env.example).
+    """
+
+
+# Server and worker --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default APP_HOST, 0.0.0.0).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default APP_PORT, 3000)."
+)
+@click.option("--no-worker", is_flag=True, help="Do not run the reply worker in this process.")
+@click.pass_context
+def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool) -> None:
+    """Apply migrations, then serve the inbox with the reply worker in the same process."""
+    from werkzeug.serving import run_simple
+
+    from .worker import start_thread
+
+    app = _app(ctx)
+    settings = _settings(app)
+    migrate.upgrade(get_db(app))
+    generated = users.ensure_admin(
+        get_db(app), settings.admin_username, _secret(settings.admin_password)
+    )
+    host = host or settings.app_host
+    port = port or settings.app_port
+    stop: threading.Event | None = None
+    if settings.worker_enabled and not no_worker:
+        _thread, stop = start_thread(app)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    click.echo(f"Twilio Chat is running at http://{shown}:{port}/")
+    if settings.sandbox:
+        click.echo(
+            "Sandbox mode: the built-in Twilio sandbox stands in for Twilio; no real SMS is sent."
+        )
+        click.echo("Text the app:  twilio-chat simulate --from +15551230001 --body 'Hello'")
+    if generated:
+        click.echo(f"Log in as '{settings.admin_username}' with password: {generated}")
+        click.echo(
+            "(generated now and shown only this once; set ADMIN_PASSWORD to choose your own)"
+        )
+    else:
+        click.echo(f"Log in as '{settings.admin_username}' with ADMIN_PASSWORD (or your own user).")
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    finally:
+        if stop is not None:
+            stop.set()
+
+
+@cli.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a reply worker in the foreground until SIGINT/SIGTERM."""
+    from .worker import Worker
+
+    app = _app(ctx)
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    w = Worker(app)
+    click.echo(f"worker {w.id} running; Ctrl+C to stop")
+    w.run(stop)
+
+
+@cli.group(cls=AppGroup)
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every pending migration."""
+    app = _app(ctx)
+    migrate.upgrade(get_db(app))
+    click.echo("database is up to date")
+
+
+# Messages -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--to", required=True, help="Recipient, E.164 (+15551234567).")
+@click.option("--body", default="", help="Text of the message.")
+@click.option("--media-url", "media_urls", multiple=True, help="Media URL (repeat for several).")
+@click.option(
+    "--use-messaging-service", is_flag=True, help="Send through TWILIO_MESSAGING_SERVICE_SID."
+)
+@click.pass_context
+def send(
+    ctx: click.Context, to: str, body: str, media_urls: Sequence[str], use_messaging_service: bool
+) -> None:
+    """Send an SMS/MMS and print its SID and status."""
+    app = _app(ctx)
+    req = messaging.SendRequest(
+        to=to,
+        body=body,
+        media_urls=list(media_urls),
+        use_messaging_service=use_messaging_service,
+        source="cli",
+    )
+    message = messaging.send(get_db(app), get_gateway(app), _settings(app), req)
+    click.echo(f"sent {message.sid} to {message.contact_number}: {message.status}")
+
+
+@cli.command()
+@click.option("--from", "from_", required=True, help="The simulated handset's number, E.164.")
+@click.option("--body", default="", help="What the handset texts.")
+@click.option("--media-url", "media_urls", multiple=True, help="Media URL (repeat for several).")
+@click.option("--to", default=None, help="Our number it texts (default TWILIO_DEFAULT_FROM).")
+@click.option("--url", default=None, help="The running server (default PUBLIC_BASE_URL).")
+@click.pass_context
+def simulate(
+    ctx: click.Context,
+    from_: str,
+    body: str,
+    media_urls: Sequence[str],
+    to: str | None,
+    url: str | None,
+) -> None:
+    """Text the running server from a simulated phone: a signed inbound webhook, as Twilio sends."""
+    from .sandbox.state import inbound_form, new_sid
+
+    app = _app(ctx)
+    settings = _settings(app)
+    base = (url or settings.base_url).rstrip("/")
+    if not is_e164(from_):
+        raise AppError(f"--from must be an E.164 number like +15551230001, got {from_!r}", "from")
+    to = to or settings.default_from
+    if not to:
+        raise AppError("--to is required when TWILIO_DEFAULT_FROM is not set", "to")
+    if settings.sandbox:
+        # Through the sandbox, so it also sees STOP/START as Twilio would.
+        account = settings.account_sid
+        endpoint = f"{base}/sandbox/twilio/2010-04-01/Accounts/{account}/SimulatedInbound.json"
+        data: list[tuple[str, str]] = [("From", from_), ("Body", body), ("To", to)]
+        data += [("MediaUrl", m) for m in media_urls]
+        answer = requests.post(
+            endpoint, data=data, auth=(settings.account_sid, settings.auth_token), timeout=30
+        )
+        if answer.status_code != 201:
+            raise CommandError(f"the server answered {answer.status_code}: {_error_text(answer)}")
+        result = answer.json()
+        status = result["webhook_status"]
+        click.echo(f"texted {result['sid']} from {from_} to {to}; webhook answered {status}")
+        return
+    sid = new_sid("MM" if media_urls else "SM")
+    form = inbound_form(settings.account_sid, sid, from_, to, body, list(media_urls))
+    target = f"{base}/twilio/inbound"
+    signature = get_gateway(app).sign(f"{settings.base_url}/twilio/inbound", form)
+    answer = requests.post(target, data=form, headers={"X-Twilio-Signature": signature}, timeout=30)
+    click.echo(f"texted {sid} from {from_} to {to}; webhook answered {answer.status_code}")
+    if answer.status_code != 200:
+        raise CommandError(f"the webhook answered {answer.status_code}: {answer.text[:200]}")
+
+
+def _error_text(answer: requests.Response) -> str:
+    try:
+        data: Any = answer.json()
+    except ValueError:
+        return answer.text[:200]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message", err))
+    return str(data)[:200]
+
+
+# Users and tokens ----------------------------------------------------------------------------
+
+
+@cli.command("create-user")
+@click.option("--username", required=True, help="Login name.")
+@click.option("--password", default=None, help="Password (asked for when omitted).")
+@click.option("--admin", is_flag=True, help="Make the user an admin.")
+@click.pass_context
+def create_user(ctx: click.Context, username: str, password: str | None, admin: bool) -> None:
+    """Create a panel user."""
+    app = _app(ctx)
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = users.create_user(get_db(app), username, password, is_admin=admin)
+    click.echo(f"created user {user.username}{' (admin)' if admin else ''}")
+
+
+@cli.command("create-token")
+@click.option("--user", "username", required=True, help="The user the token acts as.")
+@click.option("--name", default="", help="A label to recognise the token by.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(users.SCOPES),
+    help="Scope (repeat; default all: read, send, admin).",
+)
+@click.pass_context
+def create_token(ctx: click.Context, username: str, name: str, scopes: Sequence[str]) -> None:
+    """Create an API bearer token; the token alone is printed on the last line."""
+    app = _app(ctx)
+    row, token = users.create_token(get_db(app), username, name, tuple(scopes) or users.SCOPES)
+    click.echo(f"token {row.id} for {username} (scopes: {row.scopes}); it is shown only once:")
+    click.echo(token)
+
+
+@cli.command("revoke-token")
+@click.argument("token_id", type=int)
+@click.pass_context
+def revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke an API token by its id."""
+    users.revoke_token(get_db(_app(ctx)), token_id)
+    click.echo(f"token {token_id} revoked")
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the CLI (the `twilio-chat` console script)."""
+    cli.main(args=list(args) if args is not None else None, prog_name="twilio-chat")

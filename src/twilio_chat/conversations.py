@@ -1,0 +1,197 @@
+"""Reading the inbox: message lists, conversations, threads, one message, redact, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .db import Database
+from .errors import NotFound, Upstream
+from .models import Contact, Message, OptOut, StatusEvent, utcnow
+from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """A page of items and the cursor for the next (older) page."""
+
+    items: list[T]
+    next_cursor: int | None
+
+
+def list_messages(
+    db: Database, limit: int, direction: str | None = None, before: int | None = None
+) -> Page[Message]:
+    """Return the newest messages, optionally one direction, older than a cursor."""
+    query = select(Message)
+    if direction:
+        query = query.where(Message.direction == direction)
+    if before is not None:
+        query = query.where(Message.id < before)
+    query = query.order_by(Message.id.desc()).limit(limit + 1)
+    with db.read() as session:
+        rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more and rows else None)
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """One conversation in the list."""
+
+    contact: Contact
+    last_message: Message | None
+    opted_out: bool
+    paused: bool
+
+
+def _opted_out_numbers(session: Session, numbers: list[str]) -> set[str]:
+    rows = session.scalars(
+        select(OptOut.number).where(OptOut.number.in_(numbers), OptOut.opted_out.is_(True))
+    )
+    return set(rows)
+
+
+def list_conversations(
+    db: Database, limit: int, before: int | None = None
+) -> Page[ConversationSummary]:
+    """Return conversations with the latest activity first (cursor: last message id)."""
+    query = select(Contact).where(Contact.last_message_id.is_not(None))
+    if before is not None:
+        query = query.where(Contact.last_message_id < before)
+    query = query.order_by(Contact.last_message_id.desc()).limit(limit + 1)
+    now = utcnow()
+    with db.read() as session:
+        contacts = list(session.scalars(query))
+        more = len(contacts) > limit
+        contacts = contacts[:limit]
+        ids = [c.last_message_id for c in contacts if c.last_message_id]
+        last = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
+        opted = _opted_out_numbers(session, [c.number for c in contacts])
+    items = [
+        ConversationSummary(
+            contact=c,
+            last_message=last.get(c.last_message_id or 0),
+            opted_out=c.number in opted,
+            paused=bool(c.replies_paused_until and c.replies_paused_until > now),
+        )
+        for c in contacts
+    ]
+    cursor = contacts[-1].last_message_id if more and contacts else None
+    return Page(items, cursor)
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A conversation: the contact and a page of its messages, oldest first."""
+
+    summary: ConversationSummary
+    messages: list[Message]
+    next_cursor: int | None
+
+
+def get_thread(db: Database, number: str, limit: int, before: int | None = None) -> Thread:
+    """Return the latest `limit` messages with one number, oldest first."""
+    with db.read() as session:
+        contact = session.scalar(select(Contact).where(Contact.number == number))
+        if contact is None:
+            raise NotFound(f"no conversation with {number}", field="participant")
+        query = select(Message).where(Message.contact_number == number)
+        if before is not None:
+            query = query.where(Message.id < before)
+        rows = list(session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+        opted = bool(_opted_out_numbers(session, [number]))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    now = utcnow()
+    summary = ConversationSummary(
+        contact=contact,
+        last_message=rows[0] if rows else None,
+        opted_out=opted,
+        paused=bool(contact.replies_paused_until and contact.replies_paused_until > now),
+    )
+    return Thread(summary, list(reversed(rows)), rows[-1].id if more and rows else None)
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    """A message we store, with its status events, or Twilio's record of one we do not."""
+
+    local: Message | None
+    events: list[StatusEvent]
+    remote: RemoteMessage | None
+
+
+def get_message(db: Database, gateway: TwilioGateway, sid: str) -> MessageDetail:
+    """Return a message by sid: ours with its timeline, else Twilio's record; 404 if neither."""
+    with db.read() as session:
+        local = session.scalar(select(Message).where(Message.sid == sid))
+        if local is not None:
+            events = list(
+                session.scalars(
+                    select(StatusEvent)
+                    .where(StatusEvent.message_sid == sid)
+                    .order_by(StatusEvent.id)
+                )
+            )
+            return MessageDetail(local, events, None)
+    try:
+        return MessageDetail(None, [], gateway.fetch(sid))
+    except TwilioError as exc:
+        raise _upstream_or_404(exc, sid) from None
+
+
+def _upstream_or_404(exc: TwilioError, sid: str) -> Exception:
+    if exc.not_found:
+        return NotFound(f"no message with sid {sid}", field="sid")
+    return Upstream(f"Twilio refused: {exc.message}", exc.code, exc.status)
+
+
+def redact_message(db: Database, gateway: TwilioGateway, sid: str) -> Message | None:
+    """Erase a message's body at Twilio, then here; return our updated row if we have one."""
+    try:
+        gateway.redact(sid)
+    except TwilioError as exc:
+        raise _upstream_or_404(exc, sid) from None
+    with db.session() as session:
+        local = session.scalar(select(Message).where(Message.sid == sid))
+        if local is not None:
+            local.body = ""
+            local.media = []
+            local.redacted = True
+        return local
+
+
+def delete_message(db: Database, gateway: TwilioGateway, sid: str) -> None:
+    """Delete a message at Twilio and here (a message Twilio no longer has is deleted here)."""
+    with db.read() as session:
+        known_here = session.scalar(select(Message.id).where(Message.sid == sid)) is not None
+    try:
+        gateway.delete(sid)
+    except TwilioError as exc:
+        if not (exc.not_found and known_here):
+            raise _upstream_or_404(exc, sid) from None
+    with db.session() as session:
+        local = session.scalar(select(Message).where(Message.sid == sid))
+        if local is None:
+            return
+        number = local.contact_number
+        session.execute(delete(StatusEvent).where(StatusEvent.message_sid == sid))
+        session.delete(local)
+        session.flush()
+        contact = session.scalar(select(Contact).where(Contact.number == number))
+        if contact is not None and contact.last_message_id == local.id:
+            latest = session.scalars(
+                select(Message)
+                .where(Message.contact_number == number)
+                .order_by(Message.id.desc())
+                .limit(1)
+            ).first()
+            contact.last_message_id = latest.id if latest else None
+            contact.last_message_at = latest.created_at if latest else None

@@ -1,0 +1,423 @@
+"""Record inbound and outbound messages, status transitions, the opt-out ledger, and send()."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import jobs, replies
+from .db import Database
+from .errors import InvalidInput, OptedOut, Upstream
+from .models import Contact, Message, OptOut, StatusEvent, utcnow
+from .segments import count_segments
+from .settings import Settings, is_e164
+from .twilio_errors import describe_error
+from .twilio_gateway import TwilioError, TwilioGateway
+
+MAX_BODY = 1600
+MAX_MEDIA = 10
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+
+# Status order; a message's status never moves to a lower rank (callbacks arrive out of order).
+STATUS_RANK: dict[str, int] = {
+    "pending": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "receiving": 4,
+    "received": 5,
+    "delivered": 6,
+    "undelivered": 6,
+    "failed": 6,
+    "canceled": 6,
+    "partially_delivered": 6,
+    "read": 7,
+}
+
+
+def keyword_of(body: str) -> str | None:
+    """Return 'opt_out', 'opt_in' or 'help' when the body is exactly one such keyword."""
+    word = body.strip().upper()
+    if word in OPT_OUT_KEYWORDS:
+        return "opt_out"
+    if word in OPT_IN_KEYWORDS:
+        return "opt_in"
+    if word in HELP_KEYWORDS:
+        return "help"
+    return None
+
+
+def advance_status(message: Message, status: str, error_code: int | None = None) -> bool:
+    """Move a message to `status` unless that would move it backwards; tell if it moved."""
+    if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(message.status, 0):
+        return False
+    message.status = status
+    if error_code is not None:
+        message.error_code = error_code
+        message.error_message = describe_error(error_code)
+    return True
+
+
+# Contacts ------------------------------------------------------------------------------
+
+
+def get_or_create_contact(session: Session, number: str) -> Contact:
+    """Return the contact for a number, creating it (safely under concurrency) if needed."""
+    contact = session.scalar(select(Contact).where(Contact.number == number))
+    if contact is not None:
+        return contact
+    try:
+        with session.begin_nested():
+            contact = Contact(number=number, unread_count=0)
+            session.add(contact)
+    except IntegrityError:
+        contact = session.scalars(select(Contact).where(Contact.number == number)).one()
+    return contact
+
+
+def _touch_contact(session: Session, message: Message, unread: bool) -> None:
+    contact = get_or_create_contact(session, message.contact_number)
+    contact.last_message_id = message.id
+    contact.last_message_at = message.created_at
+    if unread:
+        contact.unread_count = (contact.unread_count or 0) + 1
+
+
+# Opt-out ledger ------------------------------------------------------------------------
+
+
+def set_opt_out(session: Session, sender: str, number: str, opted_out: bool, reason: str) -> None:
+    """Record that `number` opted out of (or back in to) messages from `sender`."""
+    row = session.scalar(select(OptOut).where(OptOut.sender == sender, OptOut.number == number))
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    OptOut(sender=sender, number=number, opted_out=opted_out, reason=reason)
+                )
+            return
+        except IntegrityError:
+            row = session.scalars(
+                select(OptOut).where(OptOut.sender == sender, OptOut.number == number)
+            ).one()
+    row.opted_out = opted_out
+    row.reason = reason
+    row.changed_at = utcnow()
+
+
+def is_opted_out(session: Session, senders: list[str], number: str) -> bool:
+    """Tell whether `number` opted out of any of these senders."""
+    rows = session.scalars(
+        select(OptOut.opted_out).where(OptOut.sender.in_(senders), OptOut.number == number)
+    )
+    return any(rows)
+
+
+# Inbound --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What recording an inbound message did."""
+
+    message_id: int
+    created: bool
+    keyword: str | None
+    reply_enqueued: bool
+
+
+def parse_media(form: Mapping[str, str]) -> list[dict[str, str]]:
+    """Collect MediaUrlN / MediaContentTypeN pairs from a Twilio webhook form."""
+    try:
+        count = int(form.get("NumMedia") or 0)
+    except ValueError:
+        count = 0
+    media = []
+    for i in range(min(count, MAX_MEDIA)):
+        url = form.get(f"MediaUrl{i}")
+        if url:
+            media.append({"url": url, "content_type": form.get(f"MediaContentType{i}") or ""})
+    return media
+
+
+def record_inbound(db: Database, settings: Settings, form: Mapping[str, str]) -> InboundResult:
+    """Store an inbound message once per sid, update the ledger, and enqueue its reply job.
+
+    The message, the contact summary, the ledger and the job are written in one transaction.
+    """
+    sid = form["MessageSid"]
+    sender = form["From"]
+    our_number = form.get("To") or ""
+    service_sid = form.get("MessagingServiceSid") or None
+    body = form.get("Body") or ""
+    keyword = keyword_of(body)
+    with db.session() as session:
+        existing = session.scalar(select(Message.id).where(Message.sid == sid))
+        if existing is not None:
+            return InboundResult(existing, False, keyword, False)
+        message = Message(
+            sid=sid,
+            account_sid=form.get("AccountSid"),
+            direction="inbound",
+            our_number=our_number,
+            messaging_service_sid=service_sid,
+            contact_number=sender,
+            body=body,
+            media=parse_media(form),
+            status="received",
+            num_segments=_int(form.get("NumSegments"), 1),
+        )
+        try:
+            with session.begin_nested():
+                session.add(message)
+        except IntegrityError:
+            # The same sid raced in from another process: it is stored once, by the other.
+            dup = session.scalars(select(Message.id).where(Message.sid == sid)).one()
+            return InboundResult(dup, False, keyword, False)
+        _touch_contact(session, message, unread=True)
+        if keyword in ("opt_out", "opt_in"):
+            for ledger_sender in {s for s in (our_number, service_sid) if s}:
+                set_opt_out(
+                    session, ledger_sender, sender, keyword == "opt_out", f"keyword {body.strip()}"
+                )
+        enqueue = replies.should_answer(session, settings, message, keyword)
+        if enqueue:
+            jobs.enqueue(session, "reply", {"message_id": message.id}, unique_key=f"reply:{sid}")
+        return InboundResult(message.id, True, keyword, enqueue)
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+# Status callbacks ----------------------------------------------------------------------
+
+
+def record_status(
+    db: Database, form: Mapping[str, str], message_id_hint: int | None = None
+) -> bool:
+    """Keep a status callback as an event and advance its message; tell if the message is known."""
+    sid = form["MessageSid"]
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+    error_code = _int(form.get("ErrorCode"), 0) or None
+    with db.session() as session:
+        message = session.scalar(select(Message).where(Message.sid == sid))
+        if message is None and message_id_hint is not None:
+            candidate = session.get(Message, message_id_hint)
+            if candidate is not None and candidate.sid in (None, sid):
+                message = candidate
+                if message.sid is None:
+                    message.sid = sid
+        session.add(
+            StatusEvent(
+                message_id=message.id if message else None,
+                message_sid=sid,
+                status=status,
+                error_code=error_code,
+                payload=dict(form),
+            )
+        )
+        if message is not None:
+            advance_status(message, status, error_code)
+        return message is not None
+
+
+def _attach_pending_events(session: Session, message: Message) -> None:
+    """Match status callbacks that arrived before we knew the message's sid."""
+    events = session.scalars(
+        select(StatusEvent).where(
+            StatusEvent.message_sid == message.sid, StatusEvent.message_id.is_(None)
+        )
+    ).all()
+    for event in events:
+        event.message_id = message.id
+        advance_status(message, event.status, event.error_code)
+
+
+# Sending -------------------------------------------------------------------------------
+
+
+@dataclass
+class SendRequest:
+    """What a caller (API, panel, CLI, a reply job) asks to send."""
+
+    to: str
+    body: str = ""
+    media_urls: list[str] = field(default_factory=list)
+    content_sid: str | None = None
+    messaging_service_sid: str | None = None
+    use_messaging_service: bool = False
+    source: str = "api"
+    reply_to_sid: str | None = None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who a message goes out from: a number, or a Messaging Service."""
+
+    from_: str | None
+    service_sid: str | None
+
+    @property
+    def key(self) -> str:
+        """Return the opt-out ledger's key for this sender."""
+        return self.service_sid or self.from_ or ""
+
+
+def validate_send(req: SendRequest, settings: Settings) -> Sender:
+    """Check a send request before anything is written; raise InvalidInput naming the field."""
+    if not req.to:
+        raise InvalidInput("'to' is required", field="to")
+    if not is_e164(req.to):
+        raise InvalidInput(
+            f"'to' must be a possible phone number in E.164 form like +15551234567, got {req.to!r}",
+            field="to",
+        )
+    if not req.body and not req.media_urls and not req.content_sid:
+        raise InvalidInput("a 'body', 'media_urls' or 'content_sid' is required", field="body")
+    if len(req.body) > MAX_BODY:
+        raise InvalidInput(
+            f"'body' is {len(req.body)} characters; the limit is {MAX_BODY}", field="body"
+        )
+    if len(req.media_urls) > MAX_MEDIA:
+        raise InvalidInput(f"at most {MAX_MEDIA} 'media_urls'", field="media_urls")
+    for url in req.media_urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInput(
+                f"each media URL must start with http:// or https://, got {url!r}",
+                field="media_urls",
+            )
+    if req.content_sid and not (req.content_sid.startswith("HX") and _SID.match(req.content_sid)):
+        raise InvalidInput(
+            "'content_sid' must look like HX followed by 32 hex digits", "content_sid"
+        )
+    if req.messaging_service_sid or req.use_messaging_service:
+        service = req.messaging_service_sid or settings.twilio_messaging_service_sid
+        if not service:
+            raise InvalidInput(
+                "no Messaging Service: pass 'messaging_service_sid' or set "
+                "TWILIO_MESSAGING_SERVICE_SID",
+                field="messaging_service_sid",
+            )
+        if not (service.startswith("MG") and _SID.match(service)):
+            raise InvalidInput(
+                "'messaging_service_sid' must look like MG followed by 32 hex digits",
+                field="messaging_service_sid",
+            )
+        return Sender(None, service)
+    if not settings.default_from:
+        raise InvalidInput(
+            "no sender: set TWILIO_DEFAULT_FROM or use a Messaging Service",
+            field="use_messaging_service",
+        )
+    return Sender(settings.default_from, None)
+
+
+def _create_outbound(session: Session, req: SendRequest, sender: Sender) -> Message:
+    """Write the outbound row (or return the reply row a previous try wrote)."""
+    if req.reply_to_sid is not None:
+        prior = session.scalar(select(Message).where(Message.reply_to_sid == req.reply_to_sid))
+        if prior is not None:
+            return prior
+    message = Message(
+        direction="outbound",
+        our_number=sender.from_,
+        messaging_service_sid=sender.service_sid,
+        contact_number=req.to,
+        body=req.body,
+        media=[{"url": u, "content_type": ""} for u in req.media_urls],
+        status="pending",
+        num_segments=max(count_segments(req.body).segments, 1),
+        source=req.source,
+        reply_to_sid=req.reply_to_sid,
+    )
+    session.add(message)
+    session.flush()
+    _touch_contact(session, message, unread=False)
+    return message
+
+
+def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequest) -> Message:
+    """Send one SMS/MMS: check the ledger, write the row, call Twilio, record the answer.
+
+    Raises InvalidInput (400), OptedOut (409) before anything is written, or Upstream (502)
+    when Twilio refuses, after recording the failure on the message. A retryable failure
+    (429, 5xx, no connection) leaves a reply's row pending so a retried job resumes it.
+    """
+    sender = validate_send(req, settings)
+    with db.session() as session:
+        senders = [s for s in (sender.key, sender.from_) if s]
+        if is_opted_out(session, senders, req.to):
+            raise OptedOut(
+                f"{req.to} opted out of messages from {sender.key} (texted STOP); "
+                "they must text START first",
+                field="to",
+            )
+        message = _create_outbound(session, req, sender)
+        if message.sid is not None or message.status != "pending":
+            return message  # this reply was already sent by an earlier try
+        message_id = message.id
+    callback = f"{settings.base_url}/twilio/status?mid={message_id}"
+    try:
+        remote = gateway.send(
+            to=req.to,
+            status_callback=callback,
+            from_=sender.from_,
+            messaging_service_sid=sender.service_sid,
+            body=req.body or None,
+            media_urls=req.media_urls or None,
+            content_sid=req.content_sid,
+        )
+    except TwilioError as exc:
+        _record_failure(db, message_id, sender, req.to, exc, keep_pending=bool(req.reply_to_sid))
+        raise Upstream(f"Twilio refused the message: {exc.message}", exc.code, exc.status) from None
+    with db.session() as session:
+        message = session.get_one(Message, message_id)
+        if message.sid is None:
+            message.sid = remote.sid
+        message.account_sid = remote.account_sid
+        if remote.from_:
+            message.our_number = remote.from_
+        message.num_segments = remote.num_segments or message.num_segments
+        message.sent_at = datetime.now(UTC)
+        advance_status(message, remote.status)
+        _attach_pending_events(session, message)
+        return message
+
+
+def _record_failure(
+    db: Database, message_id: int, sender: Sender, to: str, exc: TwilioError, keep_pending: bool
+) -> None:
+    with db.session() as session:
+        message = session.get_one(Message, message_id)
+        message.error_code = exc.code
+        message.error_message = exc.message
+        if exc.code == 21610:
+            set_opt_out(session, sender.key, to, True, "twilio 21610")
+        if not (keep_pending and exc.retryable):
+            message.status = "failed"
+
+
+def mark_read(db: Database, number: str) -> None:
+    """Mark a conversation as read."""
+    with db.session() as session:
+        session.execute(
+            update(Contact)
+            .where(Contact.number == number)
+            .values(unread_count=0, last_read_at=utcnow())
+        )

@@ -1,0 +1,98 @@
+"""HTTP face of the sandbox: Twilio's Messages endpoints under /sandbox/twilio.
+
+Authenticated like Twilio, with HTTP Basic (Account SID and auth token). Registered only in
+sandbox mode.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..errors import AppError
+from ..web.auth import public
+from . import get_sandbox
+from .state import API_VERSION, SandboxError, inject_fault
+
+bp = Blueprint("sandbox", __name__, url_prefix="/sandbox/twilio")
+BASE = f"/{API_VERSION}/Accounts/<account_sid>"
+BASIC_AUTH = "HTTP Basic with the (sandbox) Account SID and auth token, as Twilio"
+
+
+def _check_auth(account_sid: str) -> None:
+    settings = current_app.extensions["settings"]
+    auth = request.authorization
+    good = (
+        auth is not None
+        and auth.username == settings.account_sid
+        and hmac.compare_digest((auth.password or "").encode(), settings.auth_token.encode())
+        and account_sid == settings.account_sid
+    )
+    if not good:
+        raise SandboxError(401, 20003, "Authenticate")
+
+
+@bp.errorhandler(SandboxError)
+def _sandbox_error(exc: SandboxError) -> tuple[Response, int]:
+    return jsonify(exc.to_json()), exc.status
+
+
+@bp.errorhandler(AppError)
+def _app_error(exc: AppError) -> tuple[Response, int]:
+    return jsonify({"code": 20001, "message": exc.message, "status": 400}), 400
+
+
+@bp.route(f"{BASE}/Messages.json", methods=["GET", "POST"])
+@public(BASIC_AUTH)
+def messages(account_sid: str) -> Any:
+    """List (GET) or create (POST) messages."""
+    _check_auth(account_sid)
+    sandbox = get_sandbox()
+    if request.method == "POST":
+        return jsonify(sandbox.create(request.form, request.form.getlist("MediaUrl"))), 201
+    base_path = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+    return jsonify(sandbox.list_messages(request.args, base_path))
+
+
+@bp.route(f"{BASE}/Messages/<sid>.json", methods=["GET", "POST", "DELETE"])
+@public(BASIC_AUTH)
+def message(account_sid: str, sid: str) -> Any:
+    """Fetch, update (redact/cancel) or delete one message."""
+    _check_auth(account_sid)
+    sandbox = get_sandbox()
+    if request.method == "GET":
+        return jsonify(sandbox.fetch(sid))
+    if request.method == "POST":
+        return jsonify(sandbox.update(sid, request.form))
+    sandbox.delete(sid)
+    return Response(status=204)
+
+
+@bp.route(f"{BASE}/SimulatedInbound.json", methods=["POST"])
+@public(BASIC_AUTH)
+def simulated_inbound(account_sid: str) -> Any:
+    """Text the app from a simulated handset (the sandbox's own, not a Twilio resource)."""
+    _check_auth(account_sid)
+    result = get_sandbox().simulate_inbound(
+        request.form.get("From", ""),
+        request.form.get("Body", ""),
+        request.form.getlist("MediaUrl"),
+        request.form.get("To") or None,
+    )
+    return jsonify(result), 201
+
+
+@bp.route(f"{BASE}/Faults.json", methods=["POST"])
+@public(BASIC_AUTH)
+def faults(account_sid: str) -> Any:
+    """Make the next create calls answer 429 or 500 (for tests)."""
+    _check_auth(account_sid)
+    try:
+        status = int(request.form.get("Status", ""))
+        count = int(request.form.get("Count", "1"))
+    except ValueError:
+        raise SandboxError(400, 20001, "Status and Count must be integers") from None
+    inject_fault(current_app.extensions["db"], status, count)
+    return jsonify({"status": status, "count": count}), 201

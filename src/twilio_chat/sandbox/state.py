@@ -1,0 +1,490 @@
+"""The sandbox's Messages resource: state, Twilio's shapes and errors, and status callbacks.
+
+Delivery rule (documented in the README): a recipient whose number ends in 0000 or 0003
+gets ``undelivered`` with 30003; one ending in 0004-0008 gets ``undelivered`` with 3000N.
+Every other number goes ``queued`` → ``sent`` → ``delivered``.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import phonenumbers
+import requests
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..db import Database
+from ..errors import InvalidInput
+from ..messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
+from ..models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
+from ..segments import count_segments
+from ..settings import Settings, is_e164
+from ..twilio_gateway import TwilioGateway
+
+log = logging.getLogger(__name__)
+API_VERSION = "2010-04-01"
+FAILING_SUFFIXES = {
+    "0000": 30003,
+    "0003": 30003,
+    "0004": 30004,
+    "0005": 30005,
+    "0006": 30006,
+    "0007": 30007,
+    "0008": 30008,
+}
+ERROR_MESSAGES = {
+    30003: "Unreachable destination handset",
+    30004: "Message blocked",
+    30005: "Unknown destination handset",
+    30006: "Landline or unreachable carrier",
+    30007: "Message filtered",
+    30008: "Unknown error",
+}
+
+
+class SandboxError(Exception):
+    """An error the sandbox answers in Twilio's JSON shape."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        """Return Twilio's error body."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
+            "status": self.status,
+        }
+
+
+def rfc2822(value: datetime | None) -> str | None:
+    """Format a timestamp the way Twilio does."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def message_uri(account_sid: str, sid: str) -> str:
+    """Return a message's URI relative to the API root."""
+    return f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
+
+
+def to_json(m: SandboxMessage) -> dict[str, Any]:
+    """Render a sandbox message as Twilio's Message JSON."""
+    uri = message_uri(m.account_sid, m.sid)
+    return {
+        "account_sid": m.account_sid,
+        "api_version": API_VERSION,
+        "body": m.body,
+        "date_created": rfc2822(m.date_created),
+        "date_sent": rfc2822(m.date_sent),
+        "date_updated": rfc2822(m.date_updated),
+        "direction": m.direction,
+        "error_code": m.error_code,
+        "error_message": m.error_message,
+        "from": m.from_number,
+        "messaging_service_sid": m.messaging_service_sid,
+        "num_media": str(len(m.media_urls or [])),
+        "num_segments": str(m.num_segments),
+        "price": None,
+        "price_unit": "USD",
+        "sid": m.sid,
+        "status": m.status,
+        "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+        "to": m.to_number,
+        "uri": uri,
+    }
+
+
+def new_sid(prefix: str) -> str:
+    """Return a fresh Twilio-style SID."""
+    return prefix + uuid.uuid4().hex
+
+
+def _take_fault(session: Session) -> int | None:
+    fault = session.scalars(
+        select(SandboxFault).where(SandboxFault.remaining > 0).order_by(SandboxFault.id).limit(1)
+    ).first()
+    if fault is None:
+        return None
+    fault.remaining -= 1
+    return fault.status_code
+
+
+def inject_fault(db: Database, status_code: int, count: int = 1) -> None:
+    """Make the sandbox answer its next `count` create calls with HTTP `status_code`."""
+    if status_code not in (429, 500, 503):
+        raise InvalidInput("status must be 429, 500 or 503", field="Status")
+    if not 1 <= count <= 1000:
+        raise InvalidInput("count must be between 1 and 1000", field="Count")
+    with db.session() as session:
+        session.add(SandboxFault(status_code=status_code, remaining=count))
+
+
+@dataclass
+class Sandbox:
+    """The emulator's operations, over the app's database."""
+
+    db: Database
+    settings: Settings
+    gateway: TwilioGateway
+
+    # REST resource --------------------------------------------------------------------
+    def create(self, form: Mapping[str, str], media_urls: list[str]) -> dict[str, Any]:
+        """Create an outbound message as Twilio does, then fire its status callbacks."""
+        to = (form.get("To") or "").strip()
+        from_ = (form.get("From") or "").strip() or None
+        service = (form.get("MessagingServiceSid") or "").strip() or None
+        body = form.get("Body") or ""
+        content_sid = (form.get("ContentSid") or "").strip() or None
+        callback = (form.get("StatusCallback") or "").strip() or None
+        if not to:
+            raise SandboxError(400, 21604, "A 'To' phone number is required.")
+        if not is_e164(to):
+            raise SandboxError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not from_ and not service:
+            raise SandboxError(400, 21603, "A 'From' phone number is required.")
+        if not body and not media_urls and not content_sid:
+            raise SandboxError(400, 21602, "Message body is required.")
+        if len(body) > 1600:
+            raise SandboxError(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
+        with self.db.session() as session:
+            fault = _take_fault(session)
+            if fault is not None:
+                code = 20429 if fault == 429 else 20500
+                text = "Too Many Requests" if fault == 429 else "Internal Server Error"
+                raise SandboxError(fault, code, text)
+            senders = [s for s in (from_, service) if s]
+            opted = session.scalar(
+                select(SandboxOptOut.id).where(
+                    SandboxOptOut.number == to, SandboxOptOut.sender.in_(senders)
+                )
+            )
+            if opted is not None:
+                raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
+            message = SandboxMessage(
+                sid=new_sid("MM" if media_urls else "SM"),
+                account_sid=self.settings.account_sid,
+                messaging_service_sid=service,
+                from_number=from_ or self.settings.default_from,
+                to_number=to,
+                body=body,
+                media_urls=media_urls,
+                status="accepted" if service and not from_ else "queued",
+                direction="outbound-api",
+                num_segments=max(count_segments(body).segments, 1),
+                status_callback=callback,
+                content_sid=content_sid,
+            )
+            session.add(message)
+            session.flush()
+            answer = to_json(message)
+        self._start_callbacks(message.sid, callback, to, answer["status"])
+        return answer
+
+    def fetch(self, sid: str) -> dict[str, Any]:
+        """Return one message."""
+        with self.db.read() as session:
+            return to_json(self._get(session, sid))
+
+    def update(self, sid: str, form: Mapping[str, str]) -> dict[str, Any]:
+        """Redact (Body="") or cancel (Status=canceled) a message."""
+        with self.db.session() as session:
+            message = self._get(session, sid)
+            if "Body" in form:
+                if form["Body"] != "":
+                    raise SandboxError(
+                        400, 20001, "A message's Body can only be redacted (set to empty)."
+                    )
+                message.body = ""
+            if form.get("Status"):
+                if form["Status"] != "canceled" or message.status != "scheduled":
+                    raise SandboxError(400, 20001, "Only a scheduled message can be canceled.")
+                message.status = "canceled"
+            message.date_updated = utcnow()
+            return to_json(message)
+
+    def delete(self, sid: str) -> None:
+        """Delete a message."""
+        with self.db.session() as session:
+            session.delete(self._get(session, sid))
+
+    def list_messages(self, args: Mapping[str, str], base_path: str) -> dict[str, Any]:
+        """Return one page of messages, newest first, in Twilio's paging envelope."""
+        try:
+            page_size = int(args.get("PageSize") or 50)
+            page = int(args.get("Page") or 0)
+        except ValueError:
+            raise SandboxError(400, 20001, "PageSize and Page must be integers") from None
+        if not 1 <= page_size <= 1000:
+            raise SandboxError(400, 20001, "PageSize must be between 1 and 1000")
+        query = select(SandboxMessage).where(
+            SandboxMessage.account_sid == self.settings.account_sid
+        )
+        if args.get("To"):
+            query = query.where(SandboxMessage.to_number == args["To"])
+        if args.get("From"):
+            query = query.where(SandboxMessage.from_number == args["From"])
+        sent = SandboxMessage.date_sent
+        if args.get("DateSent"):
+            day = _parse_day(args["DateSent"])
+            query = query.where(sent >= day, sent < day + timedelta(days=1))
+        if args.get("DateSent<"):
+            query = query.where(sent <= _parse_when(args["DateSent<"]))
+        if args.get("DateSent>"):
+            query = query.where(sent >= _parse_when(args["DateSent>"]))
+        token = args.get("PageToken") or ""
+        if token.startswith("PA") and token[2:].isdigit():
+            query = query.where(SandboxMessage.id < int(token[2:]))
+        query = query.order_by(SandboxMessage.id.desc()).limit(page_size + 1)
+        with self.db.read() as session:
+            rows = list(session.scalars(query))
+        has_more = len(rows) > page_size
+        rows = rows[:page_size]
+        filters = {
+            k: args[k] for k in ("To", "From", "DateSent", "DateSent<", "DateSent>") if args.get(k)
+        }
+        first_uri = _uri(base_path, {**filters, "PageSize": str(page_size), "Page": "0"})
+        next_uri = None
+        if has_more:
+            next_uri = _uri(
+                base_path,
+                {
+                    **filters,
+                    "PageSize": str(page_size),
+                    "Page": str(page + 1),
+                    "PageToken": f"PA{rows[-1].id}",
+                },
+            )
+        return {
+            "messages": [to_json(m) for m in rows],
+            "end": page * page_size + len(rows) - 1 if rows else 0,
+            "first_page_uri": first_uri,
+            "next_page_uri": next_uri,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": None,
+            "start": page * page_size,
+            "uri": _uri(base_path, {**args}),
+        }
+
+    def _get(self, session: Session, sid: str) -> SandboxMessage:
+        message = session.scalar(
+            select(SandboxMessage).where(
+                SandboxMessage.sid == sid, SandboxMessage.account_sid == self.settings.account_sid
+            )
+        )
+        if message is None:
+            raise SandboxError(
+                404,
+                20404,
+                f"The requested resource {message_uri(self.settings.account_sid, sid)} "
+                "was not found",
+            )
+        return message
+
+    # Status callbacks ---------------------------------------------------------------
+    def _start_callbacks(self, sid: str, url: str | None, to: str, initial: str) -> None:
+        steps: list[tuple[str, int | None]] = []
+        if initial == "accepted":
+            steps.append(("queued", None))
+        steps.append(("sent", None))
+        failing = FAILING_SUFFIXES.get(to[-4:])
+        steps.append(("undelivered", failing) if failing else ("delivered", None))
+        thread = threading.Thread(
+            target=self._run_callbacks, args=(sid, url, steps), name=f"sandbox-{sid}", daemon=True
+        )
+        thread.start()
+
+    def _run_callbacks(
+        self, sid: str, url: str | None, steps: list[tuple[str, int | None]]
+    ) -> None:
+        try:
+            for status, error in steps:
+                time.sleep(self.settings.sandbox_callback_delay)
+                with self.db.session() as session:
+                    message = session.scalar(
+                        select(SandboxMessage).where(SandboxMessage.sid == sid)
+                    )
+                    if message is None:
+                        return
+                    message.status = status
+                    if status == "sent":
+                        message.date_sent = utcnow()
+                    if error:
+                        message.error_code = error
+                        message.error_message = ERROR_MESSAGES.get(error)
+                    form = {
+                        "MessageSid": sid,
+                        "SmsSid": sid,
+                        "MessageStatus": status,
+                        "SmsStatus": status,
+                        "AccountSid": message.account_sid,
+                        "From": message.from_number or "",
+                        "To": message.to_number,
+                        "ApiVersion": API_VERSION,
+                    }
+                    if message.messaging_service_sid:
+                        form["MessagingServiceSid"] = message.messaging_service_sid
+                    if error:
+                        form["ErrorCode"] = str(error)
+                if url:
+                    self._post_signed(url, form)
+        except Exception:
+            log.exception("sandbox: status callbacks for %s stopped", sid)
+
+    def _post_signed(self, url: str, form: dict[str, str]) -> int:
+        signature = self.gateway.sign(url, form)
+        answer = requests.post(
+            url, data=form, headers={"X-Twilio-Signature": signature}, timeout=15
+        )
+        return answer.status_code
+
+    # Phone simulator ---------------------------------------------------------------
+    def simulate_inbound(
+        self, from_: str, body: str, media_urls: list[str] | None = None, to: str | None = None
+    ) -> dict[str, Any]:
+        """Text the app from a simulated handset: a signed inbound webhook exactly as Twilio's."""
+        media_urls = media_urls or []
+        to = to or self.settings.default_from or ""
+        if not is_e164(from_):
+            raise InvalidInput(
+                f"'from' must be a phone number in E.164 form like +15551234567, got {from_!r}",
+                field="from",
+            )
+        if not is_e164(to):
+            raise InvalidInput(f"'to' must be a phone number in E.164 form, got {to!r}", "to")
+        if not body and not media_urls:
+            raise InvalidInput("a 'body' or a media URL is required", field="body")
+        if len(body) > 1600:
+            raise InvalidInput("'body' is longer than 1600 characters", field="body")
+        for url in media_urls:
+            if not url.startswith(("http://", "https://")):
+                raise InvalidInput(
+                    f"media URL must start with http(s)://, got {url!r}", "media_url"
+                )
+        service = self.settings.twilio_messaging_service_sid
+        sid = new_sid("MM" if media_urls else "SM")
+        word = body.strip().upper()
+        with self.db.session() as session:
+            session.add(
+                SandboxMessage(
+                    sid=sid,
+                    account_sid=self.settings.account_sid,
+                    messaging_service_sid=service,
+                    from_number=from_,
+                    to_number=to,
+                    body=body,
+                    media_urls=media_urls,
+                    status="received",
+                    direction="inbound",
+                    num_segments=max(count_segments(body).segments, 1),
+                    date_sent=utcnow(),
+                )
+            )
+            senders = [s for s in (to, service) if s]
+            if word in OPT_OUT_KEYWORDS:
+                for sender in senders:
+                    exists = session.scalar(
+                        select(SandboxOptOut.id).where(
+                            SandboxOptOut.sender == sender, SandboxOptOut.number == from_
+                        )
+                    )
+                    if exists is None:
+                        session.add(SandboxOptOut(sender=sender, number=from_))
+            elif word in OPT_IN_KEYWORDS:
+                session.execute(
+                    delete(SandboxOptOut).where(
+                        SandboxOptOut.number == from_, SandboxOptOut.sender.in_(senders)
+                    )
+                )
+        form = inbound_form(self.settings.account_sid, sid, from_, to, body, media_urls, service)
+        url = f"{self.settings.base_url}/twilio/inbound"
+        status = self._post_signed(url, form)
+        return {"sid": sid, "from": from_, "to": to, "body": body, "webhook_status": status}
+
+
+def inbound_form(
+    account_sid: str,
+    sid: str,
+    from_: str,
+    to: str,
+    body: str,
+    media_urls: list[str],
+    service_sid: str | None = None,
+) -> dict[str, str]:
+    """Build the form Twilio posts to an inbound-message webhook."""
+    form = {
+        "ToCountry": _region(to),
+        "ToState": "",
+        "SmsMessageSid": sid,
+        "NumMedia": str(len(media_urls)),
+        "ToCity": "",
+        "FromZip": "",
+        "SmsSid": sid,
+        "FromState": "",
+        "SmsStatus": "received",
+        "FromCity": "",
+        "Body": body,
+        "FromCountry": _region(from_),
+        "To": to,
+        "ToZip": "",
+        "NumSegments": str(max(count_segments(body).segments, 1)),
+        "MessageSid": sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "ApiVersion": API_VERSION,
+    }
+    if service_sid:
+        form["MessagingServiceSid"] = service_sid
+    for i, url in enumerate(media_urls):
+        form[f"MediaUrl{i}"] = url
+        form[f"MediaContentType{i}"] = mimetypes.guess_type(url)[0] or "image/jpeg"
+    return form
+
+
+def _region(number: str) -> str:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(number, None)) or ""
+    except phonenumbers.NumberParseException:
+        return ""
+
+
+def _parse_day(value: str) -> datetime:
+    try:
+        d = date.fromisoformat(value[:10])
+    except ValueError:
+        raise SandboxError(400, 20001, f"Invalid DateSent {value!r}") from None
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def _parse_when(value: str) -> datetime:
+    try:
+        if len(value) == 10:
+            return _parse_day(value)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SandboxError(400, 20001, f"Invalid date {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _uri(base_path: str, params: Mapping[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    query = urlencode(params)
+    return f"{base_path}?{query}" if query else base_path

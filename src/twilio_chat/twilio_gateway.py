@@ -1,0 +1,244 @@
+"""The only module that talks to Twilio, through the official `twilio` SDK.
+
+In sandbox mode the same SDK talks over real HTTP to the app's built-in emulator
+(``TWILIO_API_BASE_URL``), so every code path is the real one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, current_app
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from .settings import Settings
+from .twilio_errors import describe_error
+
+HTTP_TIMEOUT_SECONDS = 15
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RETRYABLE_CODES = frozenset({20429, 20500, 20503})
+
+
+class TwilioError(Exception):
+    """Twilio refused or could not be reached; carries Twilio's code and HTTP status."""
+
+    def __init__(self, message: str, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Tell whether trying again later may succeed (429, 5xx, no connection)."""
+        if self.status is None:
+            return True
+        return self.status == 429 or self.status >= 500 or self.code in RETRYABLE_CODES
+
+    @property
+    def not_found(self) -> bool:
+        """Tell whether Twilio said the resource does not exist."""
+        return self.status == 404 or self.code == 20404
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    """A message as Twilio describes it."""
+
+    sid: str
+    account_sid: str | None
+    messaging_service_sid: str | None
+    from_: str | None
+    to: str | None
+    body: str
+    status: str
+    direction: str
+    num_segments: int
+    num_media: int
+    error_code: int | None
+    error_message: str | None
+    date_created: datetime | None
+    date_sent: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialize for API answers."""
+        return {
+            "sid": self.sid,
+            "messaging_service_sid": self.messaging_service_sid,
+            "from": self.from_,
+            "to": self.to,
+            "body": self.body,
+            "status": self.status,
+            "direction": self.direction,
+            "num_segments": self.num_segments,
+            "num_media": self.num_media,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "date_created": self.date_created.isoformat() if self.date_created else None,
+            "date_sent": self.date_sent.isoformat() if self.date_sent else None,
+        }
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _remote(m: Any) -> RemoteMessage:
+    return RemoteMessage(
+        sid=m.sid,
+        account_sid=m.account_sid,
+        messaging_service_sid=m.messaging_service_sid,
+        from_=m.from_,
+        to=m.to,
+        body=m.body or "",
+        status=str(m.status),
+        direction=str(m.direction),
+        num_segments=_int(m.num_segments) or 1,
+        num_media=_int(m.num_media),
+        error_code=int(m.error_code) if m.error_code not in (None, "") else None,
+        error_message=m.error_message,
+        date_created=m.date_created,
+        date_sent=m.date_sent,
+    )
+
+
+def _error(exc: Exception) -> TwilioError:
+    if isinstance(exc, TwilioRestException):
+        text = _ANSI.sub("", exc.msg or "").strip() or describe_error(exc.code)
+        return TwilioError(text, code=exc.code, status=exc.status)
+    # Connection errors: say what kind without echoing URLs that might carry credentials.
+    return TwilioError(f"could not reach Twilio ({type(exc).__name__})")
+
+
+class TwilioGateway:
+    """Send, fetch, list, redact and delete messages through the twilio SDK."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Client:
+        """Return the SDK client, built on first use and pointed at the configured API base."""
+        with self._lock:
+            if self._client is None:
+                client = Client(
+                    self.settings.account_sid,
+                    self.settings.auth_token,
+                    http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_SECONDS),
+                )
+                # TWILIO_EDGE/TWILIO_REGION would rewrite the host name: settings decide.
+                client.edge = None
+                client.region = None
+                if self.settings.api_base_url:
+                    client.api.base_url = self.settings.api_base_url
+                self._client = client
+            return self._client
+
+    def send(
+        self,
+        *,
+        to: str,
+        status_callback: str,
+        from_: str | None = None,
+        messaging_service_sid: str | None = None,
+        body: str | None = None,
+        media_urls: list[str] | None = None,
+        content_sid: str | None = None,
+    ) -> RemoteMessage:
+        """Create a message at Twilio and return what Twilio answered."""
+        kwargs: dict[str, Any] = {"to": to, "status_callback": status_callback}
+        if messaging_service_sid:
+            kwargs["messaging_service_sid"] = messaging_service_sid
+        else:
+            kwargs["from_"] = from_
+        if body:
+            kwargs["body"] = body
+        if media_urls:
+            kwargs["media_url"] = media_urls
+        if content_sid:
+            kwargs["content_sid"] = content_sid
+        try:
+            return _remote(self.client.messages.create(**kwargs))
+        except Exception as exc:  # TwilioRestException, or requests' connection errors
+            raise _error(exc) from None
+
+    def fetch(self, sid: str) -> RemoteMessage:
+        """Fetch one message from Twilio."""
+        try:
+            return _remote(self.client.messages(sid).fetch())
+        except Exception as exc:
+            raise _error(exc) from None
+
+    def iter_messages(
+        self,
+        *,
+        to: str | None = None,
+        from_: str | None = None,
+        date_sent: datetime | None = None,
+        date_sent_before: datetime | None = None,
+        date_sent_after: datetime | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[RemoteMessage]:
+        """Page through Twilio's message list, newest first."""
+        kwargs: dict[str, Any] = {"limit": limit, "page_size": page_size}
+        for key, value in (
+            ("to", to),
+            ("from_", from_),
+            ("date_sent", date_sent),
+            ("date_sent_before", date_sent_before),
+            ("date_sent_after", date_sent_after),
+        ):
+            if value is not None:
+                kwargs[key] = value
+        try:
+            for m in self.client.messages.stream(**kwargs):
+                yield _remote(m)
+        except Exception as exc:
+            raise _error(exc) from None
+
+    def redact(self, sid: str) -> RemoteMessage:
+        """Erase a message's body at Twilio (update with Body="")."""
+        try:
+            return _remote(self.client.messages(sid).update(body=""))
+        except Exception as exc:
+            raise _error(exc) from None
+
+    def delete(self, sid: str) -> None:
+        """Delete a message at Twilio."""
+        try:
+            self.client.messages(sid).delete()
+        except Exception as exc:
+            raise _error(exc) from None
+
+    def validate_signature(self, url: str, params: Any, signature: str) -> bool:
+        """Check an X-Twilio-Signature over the public URL and the POST parameters."""
+        return bool(RequestValidator(self.settings.auth_token).validate(url, params, signature))
+
+    def sign(self, url: str, params: dict[str, str]) -> str:
+        """Compute the X-Twilio-Signature Twilio would send for this URL and form."""
+        return str(RequestValidator(self.settings.auth_token).compute_signature(url, params))
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Attach a gateway (no client is built until first use)."""
+    app.extensions["twilio"] = TwilioGateway(settings)
+
+
+def get_gateway(app: Flask | None = None) -> TwilioGateway:
+    """Return the app's Twilio gateway."""
+    gateway: TwilioGateway = (app or current_app).extensions["twilio"]
+    return gateway

@@ -1,0 +1,117 @@
+"""Authentication for every request: protected unless a view is deliberately marked public.
+
+Panel users log in with a session; API clients send ``Authorization: Bearer <token>``. A
+session-authenticated request that changes state must carry the session's CSRF token (header
+``X-CSRF-Token`` or form field ``csrf_token``); bearer requests carry no cookies and need none.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from flask import Flask, g, jsonify, redirect, request, session
+from werkzeug.wrappers import Response
+
+from ..db import get_db
+from ..users import Identity, load_identity, verify_token
+
+F = TypeVar("F", bound=Callable[..., Any])
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def public(reason: str) -> Callable[[F], F]:
+    """Mark a view as reachable without login; `reason` says what protects it instead."""
+
+    def mark(view: F) -> F:
+        view.public_reason = reason  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def requires_scope(scope: str) -> Callable[[F], F]:
+    """Mark a view as needing a token scope (read, send or admin)."""
+
+    def mark(view: F) -> F:
+        view.required_scope = scope  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def csrf_token() -> str:
+    """Return this session's CSRF token, creating it on first use."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def csrf_ok() -> bool:
+    """Tell whether the request carries this session's CSRF token."""
+    expected = session.get("csrf")
+    given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
+    return isinstance(expected, str) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _api_error(status: int, code: str, message: str) -> Response:
+    answer = jsonify({"error": {"code": code, "message": message, "field": None}})
+    answer.status_code = status
+    if status == 401:
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="twilio-chat"'
+    return answer
+
+
+def _identify() -> Identity | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return verify_token(get_db(), header[7:].strip())
+    user_id = session.get("user_id")
+    if isinstance(user_id, int):
+        return load_identity(get_db(), user_id)
+    return None
+
+
+def _guard() -> Response | None:
+    if request.endpoint == "static":
+        return None  # CSS, JS and images: no data
+    view = _current_view()
+    if view is not None and getattr(view, "public_reason", None):
+        return None
+    is_api = request.path.startswith("/api/")
+    identity = _identify()
+    if identity is None:
+        if is_api or request.method != "GET":
+            return _api_error(401, "unauthorized", "log in or send a valid bearer token")
+        return redirect(f"/login?next={quote(request.full_path.rstrip('?'))}")
+    if identity.via == "session" and request.method in UNSAFE_METHODS and not csrf_ok():
+        return _api_error(403, "csrf", "missing or wrong CSRF token (X-CSRF-Token header)")
+    scope = getattr(view, "required_scope", None)
+    if scope and scope not in identity.scopes:
+        return _api_error(403, "forbidden", f"this token lacks the {scope!r} scope")
+    g.identity = identity
+    return None
+
+
+def _current_view() -> Callable[..., Any] | None:
+    from flask import current_app
+
+    if request.endpoint is None:
+        return None
+    return current_app.view_functions.get(request.endpoint)
+
+
+def current_identity() -> Identity:
+    """Return the authenticated identity of this request."""
+    identity: Identity = g.identity
+    return identity
+
+
+def init_app(app: Flask) -> None:
+    """Install the guard that protects every route not marked public."""
+    app.before_request(_guard)

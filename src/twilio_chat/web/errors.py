@@ -1,0 +1,55 @@
+"""Error handlers: JSON for the API and webhooks, a short page for the panel."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from ..errors import AppError, Upstream
+
+log = logging.getLogger(__name__)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/twilio/")) or request.is_json
+
+
+def error_response(status: int, code: str | int, message: str, field: str | None) -> Response:
+    """Build the API's error JSON."""
+    answer = jsonify({"error": {"code": code, "message": message, "field": field}})
+    answer.status_code = status
+    return answer
+
+
+def _app_error(exc: AppError) -> Response:
+    answer = error_response(exc.status, exc.code, exc.message, exc.field)
+    if isinstance(exc, Upstream) and exc.twilio_status:
+        answer.headers["X-Twilio-Status"] = str(exc.twilio_status)
+    return answer
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    text = exc.description or exc.name
+    if status == 413:
+        text = "the request body is larger than 1 MiB"
+    if _wants_json():
+        return error_response(status, exc.name.lower().replace(" ", "_"), text, None)
+    return Response(f"{status} {exc.name}: {text}\n", status=status, mimetype="text/plain")
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if _wants_json():
+        return error_response(500, "internal", "internal error; see the server log", None)
+    return Response("500 Internal Server Error\n", status=500, mimetype="text/plain")
+
+
+def init_app(app: Flask) -> None:
+    """Register the error handlers."""
+    app.register_error_handler(AppError, _app_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

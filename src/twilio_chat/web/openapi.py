@@ -1,0 +1,387 @@
+"""The OpenAPI 3.1 description of the REST API, served at /api/openapi.json.
+
+A test checks that it names exactly the routes the app serves, with their methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..settings import Settings
+
+ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _p(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def _ok(ref: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+CURSOR = _q(
+    "before", {"type": "integer", "minimum": 1}, "Cursor: `next_cursor` of the previous page"
+)
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    """Return the OpenAPI document for this app's API."""
+    paths: dict[str, Any] = {
+        "/api/send-message": {
+            "post": {
+                "summary": "Send an SMS or MMS",
+                "operationId": "sendMessage",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}
+                    },
+                },
+                "responses": {
+                    "201": _ok("#/components/schemas/MessageEnvelope", "Sent to Twilio"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "409": ERROR,
+                    "502": ERROR,
+                },
+            }
+        },
+        "/api/messages": {
+            "get": {
+                "summary": "List stored messages, newest first",
+                "operationId": "listMessages",
+                "parameters": [
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                        "Page size",
+                    ),
+                    _q(
+                        "direction",
+                        {"type": "string", "enum": ["inbound", "outbound"]},
+                        "Only one direction",
+                    ),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _ok("#/components/schemas/MessagePage"),
+                    "400": ERROR,
+                    "401": ERROR,
+                },
+            }
+        },
+        "/api/messages/remote": {
+            "get": {
+                "summary": "List messages as Twilio has them, newest first",
+                "operationId": "listRemoteMessages",
+                "parameters": [
+                    _q("to", {"type": "string"}, "E.164 recipient"),
+                    _q("from", {"type": "string"}, "E.164 sender"),
+                    _q("date_sent", {"type": "string", "format": "date"}, "Sent on this UTC day"),
+                    _q(
+                        "date_sent_before",
+                        {"type": "string"},
+                        "Sent on or before (date or ISO time)",
+                    ),
+                    _q(
+                        "date_sent_after", {"type": "string"}, "Sent on or after (date or ISO time)"
+                    ),
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                        "How many",
+                    ),
+                ],
+                "responses": {
+                    "200": _ok("#/components/schemas/RemoteMessageList"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "502": ERROR,
+                },
+            }
+        },
+        "/api/messages/{sid}": {
+            "get": {
+                "summary": "One message with its status events (or Twilio's record of it)",
+                "operationId": "getMessage",
+                "parameters": [_p("sid", "Twilio message SID")],
+                "responses": {
+                    "200": _ok("#/components/schemas/MessageDetail"),
+                    "401": ERROR,
+                    "404": ERROR,
+                    "502": ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Delete a message at Twilio and here",
+                "operationId": "deleteMessage",
+                "parameters": [_p("sid", "Twilio message SID")],
+                "responses": {
+                    "200": {"description": "Deleted"},
+                    "401": ERROR,
+                    "403": ERROR,
+                    "404": ERROR,
+                    "502": ERROR,
+                },
+            },
+        },
+        "/api/messages/{sid}/redact": {
+            "post": {
+                "summary": "Erase a message's body at Twilio and here",
+                "operationId": "redactMessage",
+                "parameters": [_p("sid", "Twilio message SID")],
+                "responses": {
+                    "200": {"description": "Redacted"},
+                    "401": ERROR,
+                    "403": ERROR,
+                    "404": ERROR,
+                    "502": ERROR,
+                },
+            }
+        },
+        "/api/conversations": {
+            "get": {
+                "summary": "List conversations, latest activity first",
+                "operationId": "listConversations",
+                "parameters": [
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                        "Page size",
+                    ),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _ok("#/components/schemas/ConversationPage"),
+                    "400": ERROR,
+                    "401": ERROR,
+                },
+            }
+        },
+        "/api/conversations/{participant}": {
+            "get": {
+                "summary": "One conversation's latest messages, oldest first",
+                "operationId": "getConversation",
+                "parameters": [
+                    _p("participant", "The other party's E.164 number"),
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+                        "How many",
+                    ),
+                    CURSOR,
+                ],
+                "responses": {
+                    "200": _ok("#/components/schemas/Thread"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "404": ERROR,
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI document"}},
+            }
+        },
+    }
+    if settings.sandbox:
+        paths["/api/sandbox/simulate"] = {
+            "post": {
+                "summary": "Text the app from the sandbox's simulated handset (sandbox mode only)",
+                "operationId": "simulateInbound",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SimulateRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "Webhook delivered"},
+                    "400": ERROR,
+                    "401": ERROR,
+                },
+            }
+        }
+    message_props = {
+        "id": {"type": "integer"},
+        "sid": {"type": ["string", "null"]},
+        "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+        "from": {"type": ["string", "null"]},
+        "to": {"type": ["string", "null"]},
+        "participant": {"type": "string"},
+        "our_number": {"type": ["string", "null"]},
+        "messaging_service_sid": {"type": ["string", "null"]},
+        "body": {"type": "string"},
+        "media": {"type": "array", "items": {"type": "object"}},
+        "status": {"type": "string"},
+        "error_code": {"type": ["integer", "null"]},
+        "error_message": {"type": ["string", "null"]},
+        "num_segments": {"type": "integer"},
+        "source": {"type": ["string", "null"]},
+        "reply_to_sid": {"type": ["string", "null"]},
+        "redacted": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "sent_at": {"type": ["string", "null"], "format": "date-time"},
+    }
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "field"],
+                    "properties": {
+                        "code": {
+                            "type": ["string", "integer"],
+                            "description": "Ours, or Twilio's code on 502",
+                        },
+                        "message": {"type": "string"},
+                        "field": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        },
+        "SendRequest": {
+            "type": "object",
+            "required": ["to"],
+            "properties": {
+                "to": {"type": "string", "description": "E.164 number"},
+                "body": {"type": "string", "maxLength": 1600},
+                "media_urls": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "uri"},
+                    "maxItems": 10,
+                },
+                "content_sid": {"type": "string", "description": "Content template SID (HX…)"},
+                "messaging_service_sid": {
+                    "type": "string",
+                    "description": "Send through this Messaging Service",
+                },
+                "use_messaging_service": {
+                    "type": "boolean",
+                    "description": "Send through TWILIO_MESSAGING_SERVICE_SID",
+                },
+            },
+        },
+        "SimulateRequest": {
+            "type": "object",
+            "required": ["from"],
+            "properties": {
+                "from": {"type": "string"},
+                "body": {"type": "string"},
+                "media_urls": {"type": "array", "items": {"type": "string"}},
+                "to": {"type": "string"},
+            },
+        },
+        "Message": {"type": "object", "properties": message_props},
+        "MessageEnvelope": {
+            "type": "object",
+            "properties": {"message": {"$ref": "#/components/schemas/Message"}},
+        },
+        "MessageDetail": {
+            "type": "object",
+            "properties": {"message": {"type": "object"}, "stored": {"type": "boolean"}},
+        },
+        "MessagePage": {
+            "type": "object",
+            "properties": {
+                "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                "next_cursor": {"type": ["integer", "null"]},
+            },
+        },
+        "RemoteMessageList": {
+            "type": "object",
+            "properties": {"messages": {"type": "array", "items": {"type": "object"}}},
+        },
+        "Conversation": {
+            "type": "object",
+            "properties": {
+                "participant": {"type": "string"},
+                "name": {"type": ["string", "null"]},
+                "unread_count": {"type": "integer"},
+                "opted_out": {"type": "boolean"},
+                "replies_paused": {"type": "boolean"},
+                "replies_paused_until": {"type": ["string", "null"]},
+                "last_message": {
+                    "oneOf": [{"$ref": "#/components/schemas/Message"}, {"type": "null"}]
+                },
+                "last_message_at": {"type": ["string", "null"]},
+            },
+        },
+        "ConversationPage": {
+            "type": "object",
+            "properties": {
+                "conversations": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Conversation"},
+                },
+                "next_cursor": {"type": ["integer", "null"]},
+            },
+        },
+        "Thread": {
+            "type": "object",
+            "properties": {
+                "conversation": {"$ref": "#/components/schemas/Conversation"},
+                "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                "next_cursor": {"type": ["integer", "null"]},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Twilio Chat API", "version": "1"},
+        "servers": [{"url": settings.base_url}],
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `twilio-chat create-token`",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "session",
+                    "description": (
+                        "Panel login; state-changing calls also need the X-CSRF-Token header"
+                    ),
+                },
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error naming the field at fault",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+            },
+            "schemas": schemas,
+        },
+    }

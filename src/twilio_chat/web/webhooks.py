@@ -1,0 +1,67 @@
+"""Twilio's webhooks: verify the signature, store, enqueue, and answer at once."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, request
+
+from .. import messaging
+from ..db import get_db
+from ..settings import Settings
+from ..twilio_gateway import get_gateway
+from .auth import public
+
+bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
+
+
+def public_url() -> str:
+    """Return the URL Twilio called: from PUBLIC_BASE_URL, or the proxied request when trusted."""
+    settings: Settings = current_app.extensions["settings"]
+    if settings.trusted_proxy_count:
+        return request.url  # ProxyFix rebuilt it from X-Forwarded-*
+    query = request.query_string.decode("latin-1")
+    return settings.base_url + request.path + (f"?{query}" if query else "")
+
+
+def verify_signature() -> None:
+    """Abort with 403 unless X-Twilio-Signature is valid (or checking is switched off)."""
+    settings: Settings = current_app.extensions["settings"]
+    form = request.form  # reading it first makes an oversized body answer 413
+    if not settings.twilio_validate_signature:
+        return
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not get_gateway().validate_signature(public_url(), form, signature):
+        abort(403, "invalid or missing X-Twilio-Signature")
+
+
+def _require(*fields: str) -> None:
+    missing = [f for f in fields if not request.form.get(f)]
+    if missing:
+        abort(400, f"missing {', '.join(missing)}")
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+
+@bp.post("/inbound")
+@public("Twilio request signature")
+def inbound() -> Response:
+    """Store an inbound message (once per MessageSid) and enqueue its answer."""
+    verify_signature()
+    _require("MessageSid", "From")
+    messaging.record_inbound(get_db(), current_app.extensions["settings"], request.form)
+    return _twiml()
+
+
+@bp.post("/status")
+@public("Twilio request signature")
+def status() -> Response:
+    """Record a delivery status callback."""
+    verify_signature()
+    _require("MessageSid")
+    if not (request.form.get("MessageStatus") or request.form.get("SmsStatus")):
+        abort(400, "missing MessageStatus")
+    mid = request.args.get("mid", "")
+    messaging.record_status(get_db(), request.form, int(mid) if mid.isdigit() else None)
+    return _twiml()
