@@ -1,0 +1,149 @@
+"""Shared fixtures: settings on a fresh SQLite file, a live server on 127.0.0.1, API helpers."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from twilio_chat import create_app
+from twilio_chat.db import Database, get_db
+from twilio_chat.migrate import upgrade
+from twilio_chat.settings import Settings, build_settings
+from twilio_chat.users import create_token, create_user
+from twilio_chat.worker import Worker
+
+SECRET = "test-secret-key-0123456789"
+PHONE = "+15551230001"
+
+
+@pytest.fixture(autouse=True)
+def _no_twilio_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The twilio SDK reads TWILIO_EDGE/TWILIO_REGION itself: tests must not have them."""
+    for name in ("TWILIO_EDGE", "TWILIO_REGION"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per run; each test copies it."""
+    path = tmp_path_factory.mktemp("template") / "app.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    return path
+
+
+def make_settings(db_path: Path, **overrides: Any) -> Settings:
+    """Build Settings for a test from environment-style names."""
+    values: dict[str, Any] = {
+        "DB_PATH": str(db_path),
+        "SECRET_KEY": SECRET,
+        "APP_ENV": "test",
+        "SANDBOX_CALLBACK_DELAY": "0.01",
+        "WORKER_POLL_SECONDS": "0.05",
+    }
+    values.update(overrides)
+    return build_settings(values)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, template_db: Path) -> Path:
+    """A migrated database file for this test."""
+    target = tmp_path / "app.db"
+    shutil.copy(template_db, target)
+    return target
+
+
+@dataclass
+class Live:
+    """A running app on 127.0.0.1 with an admin user and a bearer token."""
+
+    app: Flask
+    url: str
+    settings: Settings
+    token: str
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def db(self) -> Database:
+        """Return the app's database."""
+        return get_db(self.app)
+
+    def api(self, method: str, path: str, token: str | None = "default", **kw: Any) -> requests.Response:
+        """Call the API with the admin's bearer token (or another, or none)."""
+        headers = kw.pop("headers", {})
+        bearer = self.token if token == "default" else token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        return self.session.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+    def run_jobs(self, limit: int = 100) -> int:
+        """Run queued jobs in this thread until none is left; return how many ran."""
+        worker = Worker(self.app, name="test-worker")
+        count = 0
+        while count < limit and worker.run_once():
+            count += 1
+        return count
+
+
+def start_live(db_path: Path, **overrides: Any) -> tuple[Live, BaseWSGIServer, threading.Thread]:
+    """Start a server on a free port with settings that point the sandbox at it."""
+    server = make_server("127.0.0.1", 0, Flask("placeholder"), threaded=True)
+    port = server.port
+    settings = make_settings(db_path, APP_PORT=str(port), **overrides)
+    app = create_app(settings)
+    server.app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    db = get_db(app)
+    create_user(db, "admin", "admin-password", is_admin=True)
+    _row, token = create_token(db, "admin", "tests")
+    return Live(app, f"http://127.0.0.1:{port}", settings, token), server, thread
+
+
+@pytest.fixture
+def live_factory(db_path: Path) -> Iterator[Callable[..., Live]]:
+    """Start live servers with extra settings; all are stopped at the end."""
+    started: list[tuple[BaseWSGIServer, threading.Thread, Live]] = []
+
+    def factory(**overrides: Any) -> Live:
+        live, server, thread = start_live(db_path, **overrides)
+        started.append((server, thread, live))
+        return live
+
+    yield factory
+    time.sleep(0.1)  # let in-flight sandbox callbacks land before the database goes
+    for server, thread, live in started:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
+        live.session.close()
+        get_db(live.app).dispose()
+
+
+@pytest.fixture
+def live(live_factory: Callable[..., Live]) -> Live:
+    """A running app in sandbox mode."""
+    return live_factory()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll until `predicate()` is truthy and return its value; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
