@@ -12,7 +12,7 @@ import click
 import requests
 from flask import Flask
 
-from . import create_app, messaging, migrate, users
+from . import ai, create_app, messaging, migrate, reply_config, sync, users
 from .db import get_db
 from .errors import AppError
 from .settings import Settings, SettingsError, is_e164, load_settings
@@ -90,6 +90,7 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
     app = _app(ctx)
     settings = _settings(app)
     migrate.upgrade(get_db(app))
+    reply_config.note_start(get_db(app), settings)
     generated = users.ensure_admin(
         get_db(app), settings.admin_username, _secret(settings.admin_password)
     )
@@ -126,6 +127,7 @@ def worker(ctx: click.Context) -> None:
     from .worker import Worker
 
     app = _app(ctx)
+    reply_config.note_start(get_db(app), _settings(app))
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -177,6 +179,64 @@ def send(
     )
     message = messaging.send(get_db(app), get_gateway(app), _settings(app), req)
     click.echo(f"sent {message.sid} to {message.contact_number}: {message.status}")
+
+
+@cli.command("ai-send")
+@click.option("--to", required=True, help="Recipient, E.164; their stored history is the context.")
+@click.option("--latest", default="", help="The latest text to answer (added after the history).")
+@click.option(
+    "--history-limit",
+    type=click.IntRange(0, 200),
+    default=None,
+    help="How many stored messages to include (default: the AI config's history_limit).",
+)
+@click.option("--dry-run", is_flag=True, help="Print the answer without sending it.")
+@click.pass_context
+def ai_send(
+    ctx: click.Context, to: str, latest: str, history_limit: int | None, dry_run: bool
+) -> None:
+    """Generate an AI answer from the stored history plus the latest text, and send it."""
+    app = _app(ctx)
+    settings = _settings(app)
+    if not is_e164(to):
+        raise AppError(f"--to must be an E.164 number like +15551230001, got {to!r}", "to")
+    with get_db(app).read() as session:
+        config = reply_config.get_ai(session, settings)
+        limit = config.history_limit if history_limit is None else history_limit
+        try:
+            text = ai.answer_latest(session, config, to, latest, limit)
+        except ai.AIError as exc:
+            raise CommandError(f"AI: {exc.message}") from None
+    click.echo(text)
+    if dry_run:
+        return
+    req = messaging.SendRequest(to=to, body=text, source="ai")
+    message = messaging.send(get_db(app), get_gateway(app), settings, req)
+    click.echo(f"sent {message.sid} to {to}: {message.status}")
+
+
+@cli.command("sync")
+@click.option("--days", type=click.IntRange(1, 400), default=1, help="Look back this many days.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=None, help="At most this many.")
+@click.pass_context
+def sync_command(ctx: click.Context, days: int, limit: int | None) -> None:
+    """Pull Twilio's message list, store what is missing, and answer texts missed while down."""
+    from datetime import timedelta
+
+    from .models import utcnow
+
+    app = _app(ctx)
+    result = sync.sync(
+        get_db(app),
+        get_gateway(app),
+        _settings(app),
+        date_sent_after=utcnow() - timedelta(days=days),
+        limit=limit,
+    )
+    click.echo(
+        f"fetched {result.fetched}, stored {result.inserted} new, updated {result.updated}, "
+        f"enqueued {result.replies_enqueued} replies"
+    )
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from sqlalchemy import delete, select
@@ -195,3 +196,14 @@ def delete_message(db: Database, gateway: TwilioGateway, sid: str) -> None:
             ).first()
             contact.last_message_id = latest.id if latest else None
             contact.last_message_at = latest.created_at if latest else None
+
+
+def set_pause(db: Database, number: str, minutes: int | None) -> datetime | None:
+    """Pause automatic replies with a number for `minutes`, or resume them (None)."""
+    from .messaging import get_or_create_contact
+
+    until = utcnow() + timedelta(minutes=minutes) if minutes else None
+    with db.session() as session:
+        contact = get_or_create_contact(session, number)
+        contact.replies_paused_until = until
+    return until

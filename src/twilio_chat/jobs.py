@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 from .db import Database
 from .models import Job, utcnow
 
-BACKOFF_BASE_SECONDS = 5.0
-BACKOFF_MAX_SECONDS = 300.0
+BACKOFF_MAX_SECONDS = 3600.0
 
 
 def enqueue(
@@ -90,13 +89,15 @@ def complete(db: Database, job_id: int, worker_id: str) -> None:
             job.lease_until = None
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Return the wait before try `attempt + 1`: exponential with full jitter."""
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Return the wait after try `attempt`: base * 2^(attempt-1), jittered to 50-100 %."""
+    ceiling = min(BACKOFF_MAX_SECONDS, base * 2 ** max(attempt - 1, 0))
     return random.uniform(ceiling / 2, ceiling)
 
 
-def fail(db: Database, job_id: int, worker_id: str, error: str, retry: bool) -> None:
+def fail(
+    db: Database, job_id: int, worker_id: str, error: str, retry: bool, base_delay: float
+) -> None:
     """Record a failure: schedule another try with backoff, or give up for good."""
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -106,7 +107,7 @@ def fail(db: Database, job_id: int, worker_id: str, error: str, retry: bool) -> 
         job.lease_until = None
         if retry and job.attempts < job.max_attempts:
             job.status = "queued"
-            job.run_at = utcnow() + timedelta(seconds=backoff_seconds(job.attempts))
+            job.run_at = utcnow() + timedelta(seconds=backoff_seconds(job.attempts, base_delay))
         else:
             job.status = "failed"
             job.finished_at = utcnow()

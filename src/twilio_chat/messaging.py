@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -87,10 +87,12 @@ def get_or_create_contact(session: Session, number: str) -> Contact:
     return contact
 
 
-def _touch_contact(session: Session, message: Message, unread: bool) -> None:
+def touch_contact(session: Session, message: Message, unread: bool) -> None:
+    """Update the conversation summary for a newly stored message."""
     contact = get_or_create_contact(session, message.contact_number)
-    contact.last_message_id = message.id
-    contact.last_message_at = message.created_at
+    if contact.last_message_at is None or message.created_at >= contact.last_message_at:
+        contact.last_message_id = message.id
+        contact.last_message_at = message.created_at
     if unread:
         contact.unread_count = (contact.unread_count or 0) + 1
 
@@ -153,49 +155,91 @@ def parse_media(form: Mapping[str, str]) -> list[dict[str, str]]:
 
 
 def record_inbound(db: Database, settings: Settings, form: Mapping[str, str]) -> InboundResult:
-    """Store an inbound message once per sid, update the ledger, and enqueue its reply job.
+    """Store an inbound webhook's message once per sid, update the ledger, enqueue its reply.
 
     The message, the contact summary, the ledger and the job are written in one transaction.
     """
-    sid = form["MessageSid"]
-    sender = form["From"]
-    our_number = form.get("To") or ""
-    service_sid = form.get("MessagingServiceSid") or None
-    body = form.get("Body") or ""
-    keyword = keyword_of(body)
     with db.session() as session:
-        existing = session.scalar(select(Message.id).where(Message.sid == sid))
-        if existing is not None:
-            return InboundResult(existing, False, keyword, False)
-        message = Message(
-            sid=sid,
-            account_sid=form.get("AccountSid"),
-            direction="inbound",
-            our_number=our_number,
-            messaging_service_sid=service_sid,
-            contact_number=sender,
-            body=body,
-            media=parse_media(form),
-            status="received",
-            num_segments=_int(form.get("NumSegments"), 1),
+        return store_inbound(
+            session,
+            settings,
+            InboundFields(
+                sid=form["MessageSid"],
+                sender=form["From"],
+                our_number=form.get("To") or "",
+                service_sid=form.get("MessagingServiceSid") or None,
+                body=form.get("Body") or "",
+                media=parse_media(form),
+                num_segments=_int(form.get("NumSegments"), 1),
+                account_sid=form.get("AccountSid"),
+            ),
         )
-        try:
-            with session.begin_nested():
-                session.add(message)
-        except IntegrityError:
-            # The same sid raced in from another process: it is stored once, by the other.
-            dup = session.scalars(select(Message.id).where(Message.sid == sid)).one()
-            return InboundResult(dup, False, keyword, False)
-        _touch_contact(session, message, unread=True)
-        if keyword in ("opt_out", "opt_in"):
-            for ledger_sender in {s for s in (our_number, service_sid) if s}:
-                set_opt_out(
-                    session, ledger_sender, sender, keyword == "opt_out", f"keyword {body.strip()}"
-                )
-        enqueue = replies.should_answer(session, settings, message, keyword)
-        if enqueue:
-            jobs.enqueue(session, "reply", {"message_id": message.id}, unique_key=f"reply:{sid}")
-        return InboundResult(message.id, True, keyword, enqueue)
+
+
+@dataclass(frozen=True)
+class InboundFields:
+    """An inbound message as Twilio describes it (webhook or message list)."""
+
+    sid: str
+    sender: str
+    our_number: str
+    service_sid: str | None
+    body: str
+    media: list[dict[str, str]]
+    num_segments: int
+    account_sid: str | None
+    received_at: datetime | None = None
+
+
+def store_inbound(
+    session: Session, settings: Settings, fields: InboundFields, answer: bool = True
+) -> InboundResult:
+    """Store an inbound message in the caller's transaction (once per sid) and its reply job.
+
+    `answer=False` stores it without a reply job (sync of a message older than the reply mode).
+    """
+    sid, sender, body = fields.sid, fields.sender, fields.body
+    keyword = keyword_of(body)
+    existing = session.scalar(select(Message.id).where(Message.sid == sid))
+    if existing is not None:
+        return InboundResult(existing, False, keyword, False)
+    message = Message(
+        sid=sid,
+        account_sid=fields.account_sid,
+        direction="inbound",
+        our_number=fields.our_number,
+        messaging_service_sid=fields.service_sid,
+        contact_number=sender,
+        body=body,
+        media=fields.media,
+        status="received",
+        num_segments=fields.num_segments,
+    )
+    if fields.received_at is not None:
+        message.created_at = fields.received_at
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        # The same sid raced in from another process: it is stored once, by the other.
+        dup = session.scalars(select(Message.id).where(Message.sid == sid)).one()
+        return InboundResult(dup, False, keyword, False)
+    touch_contact(session, message, unread=True)
+    if keyword in ("opt_out", "opt_in"):
+        for ledger_sender in {s for s in (fields.our_number, fields.service_sid) if s}:
+            set_opt_out(
+                session, ledger_sender, sender, keyword == "opt_out", f"keyword {body.strip()}"
+            )
+    enqueue = answer and replies.should_answer(session, settings, message, keyword)
+    if enqueue:
+        jobs.enqueue(
+            session,
+            "reply",
+            {"message_id": message.id},
+            unique_key=f"reply:{sid}",
+            max_attempts=settings.job_max_attempts,
+        )
+    return InboundResult(message.id, True, keyword, enqueue)
 
 
 def _int(value: Any, default: int) -> int:
@@ -328,7 +372,12 @@ def validate_send(req: SendRequest, settings: Settings) -> Sender:
     return Sender(settings.default_from, None)
 
 
-def _create_outbound(session: Session, req: SendRequest, sender: Sender) -> Message:
+HUMAN_SOURCES = frozenset({"api", "panel", "cli"})
+
+
+def _create_outbound(
+    session: Session, settings: Settings, req: SendRequest, sender: Sender
+) -> Message:
     """Write the outbound row (or return the reply row a previous try wrote)."""
     if req.reply_to_sid is not None:
         prior = session.scalar(select(Message).where(Message.reply_to_sid == req.reply_to_sid))
@@ -348,7 +397,11 @@ def _create_outbound(session: Session, req: SendRequest, sender: Sender) -> Mess
     )
     session.add(message)
     session.flush()
-    _touch_contact(session, message, unread=False)
+    touch_contact(session, message, unread=False)
+    if req.source in HUMAN_SOURCES and settings.ai_human_pause_minutes:
+        # A person took over: automatic replies pause in this conversation.
+        contact = get_or_create_contact(session, req.to)
+        contact.replies_paused_until = utcnow() + timedelta(minutes=settings.ai_human_pause_minutes)
     return message
 
 
@@ -368,7 +421,7 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
                 "they must text START first",
                 field="to",
             )
-        message = _create_outbound(session, req, sender)
+        message = _create_outbound(session, settings, req, sender)
         if message.sid is not None or message.status != "pending":
             return message  # this reply was already sent by an earlier try
         message_id = message.id

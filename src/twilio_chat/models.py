@@ -290,3 +290,16 @@ class SandboxFault(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     status_code: Mapped[int] = mapped_column(Integer)
     remaining: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class ReplyMode(Base):
+    """Which mode answers now (ai, auto_reply, engine) and since when (a single row, id 1).
+
+    Sync answers a message found late only if it is newer than `since`.
+    """
+
+    __tablename__ = "reply_mode"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,23 +1,34 @@
-"""Who answers an inbound message, and with what: decided here and nowhere else."""
+"""Who answers an inbound message, and with what: decided here and nowhere else.
+
+Exactly one of, in this order: nobody (keyword, opted out, not E.164, our own number, paused,
+loop guard); AI when enabled (and the sender matches AI_TARGET_NUMBER if set); the fixed
+auto-reply when enabled; otherwise the CHAT_MODE engine.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .chat_logic import build_chat_engine
-from .models import AutoReplyConfig, Contact, Message, OptOut, utcnow
+from .models import Contact, Message, OptOut, utcnow
+from .reply_config import AISettings, get_ai, get_auto_reply
 from .settings import Settings, is_e164
+
+AUTOMATIC_SOURCES = ("auto_reply", "ai", "engine")
 
 
 @dataclass(frozen=True)
-class Reply:
-    """An automatic answer: its text and which mode produced it."""
+class Decision:
+    """Who answers: mode is none, ai, auto_reply or engine; text for the fixed modes."""
 
-    text: str
-    source: str  # auto_reply | engine
+    mode: str
+    reason: str
+    text: str | None = None
+    ai: AISettings | None = None
 
 
 def nobody_reason(
@@ -52,14 +63,37 @@ def should_answer(
     return nobody_reason(session, settings, message, keyword) is None
 
 
-def choose_reply(session: Session, settings: Settings, message: Message) -> Reply | None:
-    """Pick the answer: the fixed auto-reply when enabled, else the CHAT_MODE engine."""
+def _loop_guard_hit(session: Session, settings: Settings, number: str) -> bool:
+    since = utcnow() - timedelta(hours=1)
+    count = session.scalar(
+        select(func.count(Message.id)).where(
+            Message.contact_number == number,
+            Message.direction == "outbound",
+            Message.source.in_(AUTOMATIC_SOURCES),
+            Message.created_at >= since,
+        )
+    )
+    return (count or 0) >= settings.auto_reply_max_per_hour
+
+
+def decide(session: Session, settings: Settings, message: Message) -> Decision:
+    """Decide who answers this inbound message, and with what text for the fixed modes."""
     from .messaging import keyword_of  # local: messaging imports this module
 
-    if nobody_reason(session, settings, message, keyword_of(message.body)) is not None:
-        return None
-    auto = session.get(AutoReplyConfig, 1)
-    if auto is not None and auto.enabled and auto.message:
-        return Reply(auto.message, "auto_reply")
+    reason = nobody_reason(session, settings, message, keyword_of(message.body))
+    if reason is not None:
+        return Decision("none", reason)
+    if _loop_guard_hit(session, settings, message.contact_number):
+        return Decision(
+            "none", f"loop guard: {settings.auto_reply_max_per_hour} automatic replies this hour"
+        )
+    ai = get_ai(session, settings)
+    if ai.enabled and (not ai.target_number or ai.target_number == message.contact_number):
+        return Decision("ai", "AI is enabled", ai=ai)
+    auto = get_auto_reply(session)
+    if auto.enabled and auto.message:
+        return Decision("auto_reply", "auto-reply is enabled", text=auto.message)
     text = build_chat_engine(settings.chat_mode).reply(message.body)
-    return Reply(text, "engine") if text else None
+    if not text:
+        return Decision("none", f"the {settings.chat_mode} engine has no answer")
+    return Decision("engine", f"chat engine {settings.chat_mode}", text=text)

@@ -70,6 +70,8 @@ class Settings(BaseModel):
     ai_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="AI_SYSTEM_PROMPT")
     ai_enabled: bool = Field(False, alias="AI_ENABLED")
     chat_mode: Literal["echo", "keywords"] = Field("echo", alias="CHAT_MODE")
+    ai_human_pause_minutes: int = Field(60, ge=0, le=10080, alias="AI_HUMAN_PAUSE_MINUTES")
+    auto_reply_max_per_hour: int = Field(10, ge=1, le=1000, alias="AUTO_REPLY_MAX_PER_HOUR")
     # App
     app_env: Literal["development", "production", "test"] = Field("development", alias="APP_ENV")
     app_debug: bool = Field(False, alias="APP_DEBUG")
@@ -85,6 +87,10 @@ class Settings(BaseModel):
     worker_enabled: bool = Field(True, alias="WORKER_ENABLED")
     worker_poll_seconds: float = Field(0.2, gt=0, le=60, alias="WORKER_POLL_SECONDS")
     job_lease_seconds: int = Field(60, ge=5, le=3600, alias="JOB_LEASE_SECONDS")
+    job_max_attempts: int = Field(5, ge=1, le=50, alias="JOB_MAX_ATTEMPTS")
+    job_retry_base_seconds: float = Field(50, ge=0, le=3600, alias="JOB_RETRY_BASE_SECONDS")
+    sync_interval_seconds: int = Field(60, ge=0, le=86400, alias="SYNC_INTERVAL_SECONDS")
+    sync_in_sandbox: bool = Field(False, alias="SYNC_IN_SANDBOX")
     # Sandbox behaviour: seconds between the status callbacks it fires.
     sandbox_callback_delay: float = Field(0.05, ge=0, le=10, alias="SANDBOX_CALLBACK_DELAY")
 

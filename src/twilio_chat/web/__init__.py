@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
-from . import api, auth, errors, panel, webhooks
+from . import api, auth, config_api, errors, panel, webhooks
 from .auth import public
 
 
@@ -20,6 +20,7 @@ def init_app(app: Flask, sandbox: bool) -> None:
     errors.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(config_api.bp)
     app.register_blueprint(panel.bp)
     app.add_url_rule("/healthz", "healthz", healthz)
     if sandbox:

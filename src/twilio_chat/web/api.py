@@ -8,12 +8,12 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.wrappers import Response
 
-from .. import conversations, messaging
+from .. import conversations, messaging, sync
 from ..db import get_db
-from ..errors import InvalidInput, NotFound, Upstream
+from ..errors import InvalidInput, NotFound
 from ..sandbox import get_sandbox
 from ..settings import Settings, is_e164
-from ..twilio_gateway import TwilioError, get_gateway
+from ..twilio_gateway import get_gateway
 from .auth import public, requires_scope
 from .openapi import build_spec
 from .serialize import conversation_json, event_json, message_json
@@ -160,23 +160,29 @@ def messages() -> Response:
 @bp.get("/messages/remote")
 @requires_scope("read")
 def remote_messages() -> Response:
-    """List messages as Twilio has them (newest first)."""
+    """List messages as Twilio has them (newest first), storing any we did not have."""
     limit = int_arg("limit", 50, 1, 1000) or 50
-    try:
-        items = list(
-            get_gateway().iter_messages(
-                to=number_arg("to"),
-                from_=number_arg("from"),
-                date_sent=when_arg("date_sent"),
-                date_sent_before=when_arg("date_sent_before"),
-                date_sent_after=when_arg("date_sent_after"),
-                limit=limit,
-                page_size=min(limit, 1000),
-            )
-        )
-    except TwilioError as exc:
-        raise Upstream(f"Twilio refused: {exc.message}", exc.code, exc.status) from None
-    return jsonify({"messages": [m.to_json() for m in items]})
+    result = sync.sync(
+        get_db(),
+        get_gateway(),
+        _settings(),
+        to=number_arg("to"),
+        from_=number_arg("from"),
+        date_sent=when_arg("date_sent"),
+        date_sent_before=when_arg("date_sent_before"),
+        date_sent_after=when_arg("date_sent_after"),
+        limit=limit,
+    )
+    return jsonify(
+        {
+            "messages": [m.to_json() for m in result.messages],
+            "stored": {
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "replies_enqueued": result.replies_enqueued,
+            },
+        }
+    )
 
 
 @bp.get("/messages/<sid>")

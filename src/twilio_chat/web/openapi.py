@@ -36,6 +36,10 @@ def _ok(ref: str, description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+def _json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
 CURSOR = _q(
     "before", {"type": "integer", "minimum": 1}, "Cursor: `next_cursor` of the previous page"
 )
@@ -196,6 +200,76 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/api/conversations/{participant}/pause": {
+            "post": {
+                "summary": "Pause automatic replies in a conversation",
+                "operationId": "pauseConversation",
+                "parameters": [_p("participant", "The other party's E.164 number")],
+                "requestBody": _json_body(
+                    {"type": "object", "properties": {"minutes": {"type": "integer", "minimum": 1}}}
+                ),
+                "responses": {"200": {"description": "Paused"}, "400": ERROR, "401": ERROR},
+            }
+        },
+        "/api/conversations/{participant}/resume": {
+            "post": {
+                "summary": "Resume automatic replies in a conversation",
+                "operationId": "resumeConversation",
+                "parameters": [_p("participant", "The other party's E.164 number")],
+                "responses": {"200": {"description": "Resumed"}, "400": ERROR, "401": ERROR},
+            }
+        },
+        "/api/auto-reply/config": {
+            "get": {
+                "summary": "The auto-reply config",
+                "operationId": "getAutoReply",
+                "responses": {"200": _ok("#/components/schemas/AutoReplyConfig"), "401": ERROR},
+            },
+            "post": {
+                "summary": "Save the auto-reply config (enabling it switches AI off)",
+                "operationId": "saveAutoReply",
+                "requestBody": _json_body({"$ref": "#/components/schemas/AutoReplyInput"}),
+                "responses": {
+                    "200": _ok("#/components/schemas/AutoReplyConfig"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "403": ERROR,
+                },
+            },
+        },
+        "/api/ai/config": {
+            "get": {
+                "summary": "The AI config (the key only as a masked hint)",
+                "operationId": "getAIConfig",
+                "responses": {"200": _ok("#/components/schemas/AIConfig"), "401": ERROR},
+            },
+            "post": {
+                "summary": "Save the AI config (enabling it switches the auto-reply off)",
+                "operationId": "saveAIConfig",
+                "requestBody": _json_body({"$ref": "#/components/schemas/AIConfigInput"}),
+                "responses": {
+                    "200": _ok("#/components/schemas/AIConfig"),
+                    "400": ERROR,
+                    "401": ERROR,
+                    "403": ERROR,
+                },
+            },
+        },
+        "/api/ai/test": {
+            "post": {
+                "summary": "Ask the model with the saved config; sends nothing",
+                "operationId": "testAI",
+                "requestBody": _json_body(
+                    {"type": "object", "properties": {"message": {"type": "string"}}}, False
+                ),
+                "responses": {
+                    "200": {"description": "The model's answer"},
+                    "400": ERROR,
+                    "401": ERROR,
+                    "502": ERROR,
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -296,6 +370,64 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "body": {"type": "string"},
                 "media_urls": {"type": "array", "items": {"type": "string"}},
                 "to": {"type": "string"},
+            },
+        },
+        "AutoReplyInput": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "message": {"type": "string", "minLength": 1, "maxLength": 640},
+            },
+        },
+        "AutoReplyConfig": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "message": {"type": "string"},
+                "max_length": {"type": "integer"},
+                "ai_enabled": {"type": "boolean"},
+                "active_mode": {"type": "string", "enum": ["ai", "auto_reply", "engine"]},
+            },
+        },
+        "AIConfigInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "api_key": {"type": ["string", "null"], "description": "Write-only"},
+                "model": {"type": "string"},
+                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                "system_prompt": {"type": "string"},
+                "target_number": {"type": ["string", "null"]},
+                "history_limit": {"type": "integer", "minimum": 1, "maximum": 200},
+                "max_segments": {"type": "integer", "minimum": 1, "maximum": 10},
+                "base_url": {"type": ["string", "null"]},
+                "fallback_text": {"type": ["string", "null"]},
+            },
+        },
+        "AIConfig": {
+            "type": "object",
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "api_key_set": {"type": "boolean"},
+                "api_key_hint": {"type": ["string", "null"]},
+                "model": {"type": "string"},
+                "temperature": {"type": "number"},
+                "system_prompt": {"type": "string"},
+                "target_number": {"type": ["string", "null"]},
+                "history_limit": {"type": "integer"},
+                "max_segments": {"type": "integer"},
+                "base_url": {"type": ["string", "null"]},
+                "fallback_text": {"type": ["string", "null"]},
+                "sources": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "string",
+                        "enum": ["environment", "default", "stored"],
+                    },
+                },
+                "auto_reply_enabled": {"type": "boolean"},
+                "active_mode": {"type": "string"},
             },
         },
         "Message": {"type": "object", "properties": message_props},
