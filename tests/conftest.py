@@ -79,7 +79,9 @@ class Live:
         """Return the app's database."""
         return get_db(self.app)
 
-    def api(self, method: str, path: str, token: str | None = "default", **kw: Any) -> requests.Response:
+    def api(
+        self, method: str, path: str, token: str | None = "default", **kw: Any
+    ) -> requests.Response:
         """Call the API with the admin's bearer token (or another, or none)."""
         headers = kw.pop("headers", {})
         bearer = self.token if token == "default" else token
@@ -147,3 +149,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    """A local OpenAI-compatible server (see fake_openai.py)."""
+    from fake_openai import running
+
+    with running() as state:
+        yield state

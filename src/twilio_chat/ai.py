@@ -129,10 +129,15 @@ def conversation_history(session: Session, number: str, limit: int) -> list[Mess
 
 
 def answer_latest(
-    session: Session, config: AISettings, number: str, latest: str, history_limit: int
+    session: Session,
+    config: AISettings,
+    number: str,
+    latest: str,
+    history_limit: int,
+    timeout: float = TIMEOUT_SECONDS,
 ) -> str:
     """Generate an answer to `latest` after the stored history with a number, fit to SMS."""
     turns = build_prompt(config.system_prompt, conversation_history(session, number, history_limit))
     if latest.strip():
         turns.append(ChatTurn("user", latest.strip()))
-    return trim_to_segments(complete(config, turns), config.max_segments)
+    return trim_to_segments(complete(config, turns, timeout), config.max_segments)

@@ -204,7 +204,7 @@ def ai_send(
         config = reply_config.get_ai(session, settings)
         limit = config.history_limit if history_limit is None else history_limit
         try:
-            text = ai.answer_latest(session, config, to, latest, limit)
+            text = ai.answer_latest(session, config, to, latest, limit, settings.ai_timeout_seconds)
         except ai.AIError as exc:
             raise CommandError(f"AI: {exc.message}") from None
     click.echo(text)

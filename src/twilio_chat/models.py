@@ -289,6 +289,7 @@ class SandboxFault(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     status_code: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[int | None] = mapped_column(Integer)
     remaining: Mapped[int] = mapped_column(Integer, default=1)
 
 

@@ -69,6 +69,7 @@ class Settings(BaseModel):
     ai_target_number: str | None = Field(None, alias="AI_TARGET_NUMBER")
     ai_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="AI_SYSTEM_PROMPT")
     ai_enabled: bool = Field(False, alias="AI_ENABLED")
+    ai_timeout_seconds: float = Field(20, gt=0, le=120, alias="AI_TIMEOUT_SECONDS")
     chat_mode: Literal["echo", "keywords"] = Field("echo", alias="CHAT_MODE")
     ai_human_pause_minutes: int = Field(60, ge=0, le=10080, alias="AI_HUMAN_PAUSE_MINUTES")
     auto_reply_max_per_hour: int = Field(10, ge=1, le=1000, alias="AUTO_REPLY_MAX_PER_HOUR")

@@ -148,7 +148,7 @@ class Worker:
         text = decision.text
         if decision.ai is not None:
             try:
-                answer = ai.complete(decision.ai, turns)
+                answer = ai.complete(decision.ai, turns, self.settings.ai_timeout_seconds)
                 text = ai.trim_to_segments(answer, decision.ai.max_segments)
             except ai.AIError as exc:
                 if not decision.ai.fallback_text:

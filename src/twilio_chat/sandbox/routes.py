@@ -92,7 +92,8 @@ def faults(account_sid: str) -> Any:
     try:
         status = int(request.form.get("Status", ""))
         count = int(request.form.get("Count", "1"))
+        code = int(request.form["Code"]) if request.form.get("Code") else None
     except ValueError:
-        raise SandboxError(400, 20001, "Status and Count must be integers") from None
-    inject_fault(current_app.extensions["db"], status, count)
-    return jsonify({"status": status, "count": count}), 201
+        raise SandboxError(400, 20001, "Status, Count and Code must be integers") from None
+    inject_fault(current_app.extensions["db"], status, count, code)
+    return jsonify({"status": status, "count": count, "code": code}), 201

@@ -114,24 +114,36 @@ def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
 
-def _take_fault(session: Session) -> int | None:
+FAULT_TEXTS = {
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    503: (20503, "Service Unavailable"),
+}
+
+
+def _take_fault(session: Session) -> SandboxError | None:
     fault = session.scalars(
         select(SandboxFault).where(SandboxFault.remaining > 0).order_by(SandboxFault.id).limit(1)
     ).first()
     if fault is None:
         return None
     fault.remaining -= 1
-    return fault.status_code
+    code, text = FAULT_TEXTS.get(fault.status_code, (fault.error_code or 20001, "Injected error"))
+    return SandboxError(fault.status_code, fault.error_code or code, text)
 
 
-def inject_fault(db: Database, status_code: int, count: int = 1) -> None:
-    """Make the sandbox answer its next `count` create calls with HTTP `status_code`."""
-    if status_code not in (429, 500, 503):
-        raise InvalidInput("status must be 429, 500 or 503", field="Status")
+def inject_fault(
+    db: Database, status_code: int, count: int = 1, error_code: int | None = None
+) -> None:
+    """Make the sandbox answer its next `count` create calls with this HTTP status and code."""
+    if status_code not in (400, 429, 500, 503):
+        raise InvalidInput("status must be 400, 429, 500 or 503", field="Status")
+    if status_code == 400 and not error_code:
+        raise InvalidInput("a 400 fault needs a Twilio error code", field="Code")
     if not 1 <= count <= 1000:
         raise InvalidInput("count must be between 1 and 1000", field="Count")
     with db.session() as session:
-        session.add(SandboxFault(status_code=status_code, remaining=count))
+        session.add(SandboxFault(status_code=status_code, error_code=error_code, remaining=count))
 
 
 @dataclass
@@ -166,9 +178,7 @@ class Sandbox:
         with self.db.session() as session:
             fault = _take_fault(session)
             if fault is not None:
-                code = 20429 if fault == 429 else 20500
-                text = "Too Many Requests" if fault == 429 else "Internal Server Error"
-                raise SandboxError(fault, code, text)
+                raise fault
             senders = [s for s in (from_, service) if s]
             opted = session.scalar(
                 select(SandboxOptOut.id).where(

@@ -20,44 +20,55 @@ def _settings() -> Settings:
     return settings
 
 
-def _auto_json(auto: reply_config.AutoReply) -> dict[str, object]:
-    return {
+def _configs() -> dict[str, dict[str, object]]:
+    """Both configs as the API shows them; each says whether the other mode is on."""
+    with get_db().read() as session:
+        auto = reply_config.get_auto_reply(session)
+        ai_config = reply_config.get_ai(session, _settings())
+        mode = reply_config.current_mode(session, _settings())
+    auto_json: dict[str, object] = {
         "enabled": auto.enabled,
         "message": auto.message,
         "max_length": reply_config.AUTO_REPLY_MAX,
+        "ai_enabled": ai_config.enabled,
+        "active_mode": mode,
     }
+    ai_json: dict[str, object] = {
+        **ai_config.public_json(),
+        "auto_reply_enabled": auto.enabled,
+        "active_mode": mode,
+    }
+    return {"auto_reply": auto_json, "ai": ai_json}
 
 
 @bp.get("/auto-reply/config")
 @requires_scope("read")
 def auto_reply_get() -> Response:
     """Return the auto-reply config."""
-    with get_db().read() as session:
-        return jsonify(_auto_json(reply_config.get_auto_reply(session)))
+    return jsonify(_configs()["auto_reply"])
 
 
 @bp.post("/auto-reply/config")
 @requires_scope("admin")
 def auto_reply_save() -> Response:
     """Save the auto-reply config (enabling it switches AI off)."""
-    auto = reply_config.save_auto_reply(get_db(), _settings(), json_body())
-    return jsonify(_auto_json(auto))
+    reply_config.save_auto_reply(get_db(), _settings(), json_body())
+    return jsonify(_configs()["auto_reply"])
 
 
 @bp.get("/ai/config")
 @requires_scope("read")
 def ai_get() -> Response:
     """Return the AI config; the key only as a masked hint."""
-    with get_db().read() as session:
-        return jsonify(reply_config.get_ai(session, _settings()).public_json())
+    return jsonify(_configs()["ai"])
 
 
 @bp.post("/ai/config")
 @requires_scope("admin")
 def ai_save() -> Response:
     """Save the AI config (enabling it switches the auto-reply off)."""
-    saved = reply_config.save_ai(get_db(), _settings(), json_body())
-    return jsonify(saved.public_json())
+    reply_config.save_ai(get_db(), _settings(), json_body())
+    return jsonify(_configs()["ai"])
 
 
 class AITestFailed(AppError):
@@ -79,7 +90,7 @@ def ai_test() -> Response:
     turns = [ai.ChatTurn("system", config.system_prompt)] if config.system_prompt else []
     turns.append(ai.ChatTurn("user", message))
     try:
-        answer = ai.complete(config, turns)
+        answer = ai.complete(config, turns, _settings().ai_timeout_seconds)
     except ai.AIError as exc:
         if exc.kind == "no_key":
             raise InvalidInput(exc.message, field="api_key", code="ai_no_key") from None
