@@ -105,7 +105,7 @@ def start_live(db_path: Path, **overrides: Any) -> tuple[Live, BaseWSGIServer, t
     settings = make_settings(db_path, APP_PORT=str(port), **overrides)
     app = create_app(settings)
     server.app = app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     db = get_db(app)
     create_user(db, "admin", "admin-password", is_admin=True)

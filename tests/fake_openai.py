@@ -75,7 +75,7 @@ def running() -> Iterator[FakeOpenAI]:
     state = FakeOpenAI()
     server = make_server("127.0.0.1", 0, _app(state), threaded=True)
     state.url = f"http://127.0.0.1:{server.port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state
