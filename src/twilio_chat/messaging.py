@@ -47,8 +47,17 @@ STATUS_RANK: dict[str, int] = {
 }
 
 
-def keyword_of(body: str) -> str | None:
-    """Return 'opt_out', 'opt_in' or 'help' when the body is exactly one such keyword."""
+OPT_OUT_TYPES = {"STOP": "opt_out", "START": "opt_in", "HELP": "help"}
+
+
+def keyword_of(body: str, opt_out_type: str | None = None) -> str | None:
+    """Return 'opt_out', 'opt_in' or 'help' for a keyword text.
+
+    Twilio's Advanced Opt-Out names the kind in `OptOutType` (custom keywords too); otherwise
+    the body must be exactly one of the standard keywords.
+    """
+    if opt_out_type and opt_out_type.upper() in OPT_OUT_TYPES:
+        return OPT_OUT_TYPES[opt_out_type.upper()]
     word = body.strip().upper()
     if word in OPT_OUT_KEYWORDS:
         return "opt_out"
@@ -172,6 +181,7 @@ def record_inbound(db: Database, settings: Settings, form: Mapping[str, str]) ->
                 media=parse_media(form),
                 num_segments=_int(form.get("NumSegments"), 1),
                 account_sid=form.get("AccountSid"),
+                opt_out_type=form.get("OptOutType") or None,
             ),
         )
 
@@ -189,6 +199,7 @@ class InboundFields:
     num_segments: int
     account_sid: str | None
     received_at: datetime | None = None
+    opt_out_type: str | None = None
 
 
 def store_inbound(
@@ -199,7 +210,7 @@ def store_inbound(
     `answer=False` stores it without a reply job (sync of a message older than the reply mode).
     """
     sid, sender, body = fields.sid, fields.sender, fields.body
-    keyword = keyword_of(body)
+    keyword = keyword_of(body, fields.opt_out_type)
     existing = session.scalar(select(Message.id).where(Message.sid == sid))
     if existing is not None:
         return InboundResult(existing, False, keyword, False)
@@ -308,6 +319,9 @@ class SendRequest:
     use_messaging_service: bool = False
     source: str = "api"
     reply_to_sid: str | None = None
+    # A reply job's last try: a retryable failure then fails the message instead of leaving
+    # it pending for the next try.
+    final_try: bool = True
 
 
 @dataclass(frozen=True)
@@ -437,7 +451,7 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
             content_sid=req.content_sid,
         )
     except TwilioError as exc:
-        _record_failure(db, message_id, sender, req.to, exc, keep_pending=bool(req.reply_to_sid))
+        _record_failure(db, message_id, sender, req.to, exc, keep_pending=not req.final_try)
         raise Upstream(f"Twilio refused the message: {exc.message}", exc.code, exc.status) from None
     with db.session() as session:
         message = session.get_one(Message, message_id)

@@ -40,7 +40,7 @@ class Worker:
         self.gateway: TwilioGateway = get_gateway(app)
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.retry_base = self.settings.job_retry_base_seconds
-        self.handlers: dict[str, Callable[[dict[str, object]], None]] = {
+        self.handlers: dict[str, Callable[[jobs.ClaimedJob], None]] = {
             "reply": self._reply,
             "sync": self._sync,
         }
@@ -62,7 +62,7 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentJobError(f"unknown job kind {job.kind!r}")
-            handler(job.payload)
+            handler(job)
         except Upstream as exc:
             retry = (
                 exc.twilio_status is None or exc.twilio_status == 429 or (exc.twilio_status >= 500)
@@ -107,7 +107,8 @@ class Worker:
         with self.db.session() as session:
             jobs.enqueue(session, "sync", payload, unique_key=f"sync:{period}", max_attempts=1)
 
-    def _sync(self, payload: dict[str, object]) -> None:
+    def _sync(self, job: jobs.ClaimedJob) -> None:
+        payload = job.payload
         lookback = timedelta(seconds=max(2 * self.sync_interval, 3600))
         since = utcnow() - lookback
         if payload.get("since_latest"):
@@ -126,8 +127,8 @@ class Worker:
             result.replies_enqueued,
         )
 
-    def _reply(self, payload: dict[str, object]) -> None:
-        message_id = payload.get("message_id")
+    def _reply(self, job: jobs.ClaimedJob) -> None:
+        message_id = job.payload.get("message_id")
         if not isinstance(message_id, int):
             raise PermanentJobError("reply job without a message id")
         with self.db.read() as session:
@@ -161,7 +162,13 @@ class Worker:
             self.db,
             self.gateway,
             self.settings,
-            SendRequest(to=to, body=text, source=decision.mode, reply_to_sid=sid),
+            SendRequest(
+                to=to,
+                body=text,
+                source=decision.mode,
+                reply_to_sid=sid,
+                final_try=job.attempt >= job.max_attempts,
+            ),
         )
 
 

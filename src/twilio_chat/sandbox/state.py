@@ -176,9 +176,10 @@ class Sandbox:
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
         with self.db.session() as session:
-            fault = _take_fault(session)
-            if fault is not None:
-                raise fault
+            fault = _take_fault(session)  # committed on its own: the failure must use it up
+        if fault is not None:
+            raise fault
+        with self.db.session() as session:
             senders = [s for s in (from_, service) if s]
             opted = session.scalar(
                 select(SandboxOptOut.id).where(

@@ -17,10 +17,11 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 def public_url() -> str:
     """Return the URL Twilio called: from PUBLIC_BASE_URL, or the proxied request when trusted."""
     settings: Settings = current_app.extensions["settings"]
+    query = request.query_string.decode("latin-1")  # raw, exactly as sent: never re-encoded
+    suffix = request.path + (f"?{query}" if query else "")
     if settings.trusted_proxy_count:
-        return request.url  # ProxyFix rebuilt it from X-Forwarded-*
-    query = request.query_string.decode("latin-1")
-    return settings.base_url + request.path + (f"?{query}" if query else "")
+        return request.root_url.rstrip("/") + suffix  # ProxyFix rebuilt it from X-Forwarded-*
+    return settings.base_url + suffix
 
 
 def verify_signature() -> None:
