@@ -39,6 +39,7 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "app.db"
     db = Database(f"sqlite:///{path}")
     upgrade(db)
+    create_user(db, "admin", "admin-password", is_admin=True)  # argon2 once, not per test
     db.dispose()
     return path
 
@@ -107,9 +108,7 @@ def start_live(db_path: Path, **overrides: Any) -> tuple[Live, BaseWSGIServer, t
     server.app = app
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    db = get_db(app)
-    create_user(db, "admin", "admin-password", is_admin=True)
-    _row, token = create_token(db, "admin", "tests")
+    _row, token = create_token(get_db(app), "admin", "tests")
     return Live(app, f"http://127.0.0.1:{port}", settings, token), server, thread
 
 

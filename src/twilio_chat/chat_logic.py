@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Protocol
 
 
@@ -35,7 +36,7 @@ class KeywordsEngine:
 
     def reply(self, body: str) -> str | None:
         """Return the answer for the first known word in `body`, else the default line."""
-        for word in body.lower().replace("?", " ").replace("!", " ").split():
+        for word in re.findall(r"[a-z0-9']+", body.lower()):
             if word in self.ANSWERS:
                 return self.ANSWERS[word]
         return self.DEFAULT

@@ -247,7 +247,8 @@ def load_settings(
     values: dict[str, Any] = {}
     if env_file is not None and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
+    # Empty counts as unset, so an empty variable (e.g. from compose) does not hide .env's value.
+    values.update({k: v for k, v in (os.environ if environ is None else environ).items() if v})
     settings = build_settings(values)
     if settings.secret_key is None and settings.app_env != "production":
         values["SECRET_KEY"] = _dev_secret_key(settings.db_path)

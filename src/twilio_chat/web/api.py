@@ -112,7 +112,8 @@ def when_arg(name: str) -> datetime | None:
         raise InvalidInput(
             f"'{name}' must be a date (YYYY-MM-DD) or ISO 8601 time, got {raw!r}", field=name
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    # The twilio SDK formats the clock time and appends Z: hand it UTC.
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _settings() -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, current_app, redirect, render_template, request, session
 from werkzeug.wrappers import Response
 
@@ -14,9 +16,15 @@ bp = Blueprint("panel", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
+    """Return `target` if it is a plain local path, else "/" (no open redirects)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])

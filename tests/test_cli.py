@@ -1,0 +1,288 @@
+"""The command line: click group `twilio-chat` (also `python manage.py`)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from conftest import PHONE, Live, make_settings
+from flask import Flask
+from sqlalchemy import inspect, select
+
+from twilio_chat import create_app
+from twilio_chat.cli import cli
+from twilio_chat.db import Database, get_db
+from twilio_chat.migrate import is_current
+from twilio_chat.models import Message
+from twilio_chat.sandbox.state import inject_fault
+from twilio_chat.users import authenticate
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = ("send", "simulate", "create-user", "create-token", "db", "run", "worker")
+
+
+def _invoke(app: Flask, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), obj=app)
+
+
+def _error_line(result: Result) -> str:
+    """The single `error: …` line a failed command prints to stderr."""
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture
+def app(db_path: Path) -> Iterator[Flask]:
+    """An app on a migrated database, without a server."""
+    app = create_app(make_settings(db_path))
+    yield app
+    get_db(app).dispose()
+
+
+# send ----------------------------------------------------------------------------------------
+
+
+def test_send_prints_the_sid_and_stores_the_message(live: Live) -> None:
+    result = _invoke(live.app, "send", "--to", PHONE, "--body", "Hello from the CLI")
+    assert result.exit_code == 0, result.output
+    with get_db(live.app).read() as session:
+        stored = session.scalars(select(Message)).all()
+    assert len(stored) == 1
+    message = stored[0]
+    assert message.sid is not None
+    assert message.sid.startswith("SM")
+    assert message.sid in result.stdout
+    assert (message.direction, message.contact_number, message.body, message.source) == (
+        "outbound",
+        PHONE,
+        "Hello from the CLI",
+        "cli",
+    )
+
+
+def test_send_with_a_bad_to_fails_with_one_error_line(live: Live) -> None:
+    result = _invoke(live.app, "send", "--to", "555-1234", "--body", "Hi")
+    line = _error_line(result)
+    assert line.removeprefix("error: ").split(":")[0] == "to"
+    with get_db(live.app).read() as session:
+        assert session.scalars(select(Message)).all() == []
+
+
+def test_send_without_to_is_a_usage_error(app: Flask) -> None:
+    result = _invoke(app, "send", "--body", "Hi")
+    assert result.exit_code == 2
+    assert "--to" in result.output
+
+
+def test_send_with_a_too_long_body_fails_naming_body(live: Live) -> None:
+    result = _invoke(live.app, "send", "--to", PHONE, "--body", "x" * 1601)
+    line = _error_line(result)
+    assert line.removeprefix("error: ").split(":")[0] == "body"
+
+
+def test_send_refused_by_twilio_fails_with_one_error_line(live: Live) -> None:
+    inject_fault(live.db, 500)
+    result = _invoke(live.app, "send", "--to", PHONE, "--body", "Hi")
+    line = _error_line(result)
+    assert "Twilio" in line
+    assert live.settings.auth_token not in result.output
+    assert "\x1b" not in result.output
+
+
+# users and tokens ------------------------------------------------------------------------------
+
+
+def test_create_user_then_login_works(app: Flask) -> None:
+    result = _invoke(app, "create-user", "--username", "alice", "--password", "longpassword")
+    assert result.exit_code == 0, result.output
+    assert "alice" in result.stdout
+    identity = authenticate(get_db(app), "alice", "longpassword")
+    assert identity is not None
+    assert identity.username == "alice"
+    assert not identity.is_admin
+    assert authenticate(get_db(app), "alice", "wrongpassword") is None
+
+
+def test_create_admin_user(app: Flask) -> None:
+    result = _invoke(
+        app, "create-user", "--username", "boss", "--password", "longpassword", "--admin"
+    )
+    assert result.exit_code == 0, result.output
+    identity = authenticate(get_db(app), "boss", "longpassword")
+    assert identity is not None
+    assert identity.is_admin
+
+
+def test_create_user_with_a_short_password_fails(app: Flask) -> None:
+    result = _invoke(app, "create-user", "--username", "bob", "--password", "short")
+    line = _error_line(result)
+    assert "password" in line
+    assert authenticate(get_db(app), "bob", "short") is None
+
+
+def test_create_user_twice_fails(app: Flask) -> None:
+    first = _invoke(app, "create-user", "--username", "carol", "--password", "longpassword")
+    assert first.exit_code == 0, first.output
+    again = _invoke(app, "create-user", "--username", "carol", "--password", "otherpassword")
+    line = _error_line(again)
+    assert "carol" in line
+    # The first password still works; the second was not stored.
+    assert authenticate(get_db(app), "carol", "longpassword") is not None
+    assert authenticate(get_db(app), "carol", "otherpassword") is None
+
+
+def test_create_token_prints_a_token_that_authenticates(live: Live) -> None:
+    result = _invoke(live.app, "create-token", "--user", "admin", "--name", "script")
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    assert token == token.strip()
+    assert " " not in token
+    answer = live.api("GET", "/api/conversations", token=token)
+    assert answer.status_code == 200, answer.text
+    assert live.api("GET", "/api/conversations", token=token + "x").status_code == 401
+
+
+def test_create_token_for_an_unknown_user_fails(app: Flask) -> None:
+    result = _invoke(app, "create-token", "--user", "nobody")
+    line = _error_line(result)
+    assert "nobody" in line
+
+
+# simulate --------------------------------------------------------------------------------------
+
+
+def test_simulate_stores_an_inbound_message_through_the_server(live: Live) -> None:
+    result = _invoke(
+        live.app, "simulate", "--from", "+15551230009", "--body", "Hi", "--url", live.url
+    )
+    assert result.exit_code == 0, result.output
+    assert "200" in result.stdout
+    answer = live.api("GET", "/api/conversations/+15551230009")
+    assert answer.status_code == 200, answer.text
+    messages = answer.json()["messages"]
+    assert [(m["direction"], m["body"]) for m in messages] == [("inbound", "Hi")]
+    assert messages[0]["sid"] in result.stdout
+
+
+def test_simulate_with_a_bad_from_fails(live: Live) -> None:
+    result = _invoke(live.app, "simulate", "--from", "12345", "--body", "Hi", "--url", live.url)
+    line = _error_line(result)
+    assert "from" in line
+    assert live.api("GET", "/api/conversations").json()["conversations"] == []
+
+
+def test_simulate_without_a_running_server_says_so(app: Flask) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    result = _invoke(app, "simulate", "--from", PHONE, "--body", "Hi", "--url", url)
+    line = _error_line(result)
+    assert "cannot reach the server" in line
+    assert app.extensions["settings"].auth_token not in result.output
+
+
+# db upgrade ------------------------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_the_tables_and_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    path.touch()
+    app = create_app(make_settings(path))
+    db = get_db(app)
+    assert not is_current(db)
+
+    first = _invoke(app, "db", "upgrade")
+    assert first.exit_code == 0, first.output
+    assert is_current(db)
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"messages", "users", "jobs", "sandbox_messages"} <= tables
+
+    again = _invoke(app, "db", "upgrade")
+    assert again.exit_code == 0, again.output
+    assert is_current(db)
+    db.dispose()
+
+
+def test_db_upgrade_creates_a_missing_folder(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "app.db"
+    app = create_app(make_settings(path))
+    result = _invoke(app, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert path.is_file()
+    check = Database(f"sqlite:///{path}")
+    assert is_current(check)
+    check.dispose()
+    get_db(app).dispose()
+
+
+# settings from the environment -----------------------------------------------------------------
+
+
+def test_bad_setting_exits_2_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "app.db"))
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    runner = CliRunner(env={"APP_PORT": "abc"})
+    result = runner.invoke(cli, ["send", "--to", PHONE, "--body", "Hi"])
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert "APP_PORT" in line
+    # Nothing was created from the bad configuration.
+    assert not (tmp_path / "app.db").exists()
+
+
+def test_bad_setting_in_dotenv_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "app.db"))
+    monkeypatch.delenv("CHAT_MODE", raising=False)
+    (tmp_path / ".env").write_text("CHAT_MODE=parrot\n")
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert "CHAT_MODE" in _error_line(result)
+
+
+def test_commands_build_the_app_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DB_PATH", str(tmp_path / "data" / "app.db"))
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    result = CliRunner().invoke(cli, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    check = Database(f"sqlite:///{tmp_path / 'data' / 'app.db'}")
+    assert is_current(check)
+    check.dispose()
+
+
+# entry points ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "manage.py", "--help"],
+        [str(ROOT / ".venv" / "bin" / "twilio-chat"), "--help"],
+    ],
+    ids=["manage.py", "twilio-chat"],
+)
+def test_entry_points_list_the_commands(command: list[str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = {
+        line.split()[0]
+        for line in done.stdout.split("Commands:", 1)[1].splitlines()
+        if line.strip()
+    }
+    assert set(COMMANDS) <= listed
