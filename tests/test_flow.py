@@ -21,9 +21,7 @@ def test_simulated_text_shows_up_and_gets_the_echo_reply_delivered(live: Live) -
     assert conversations[0]["unread_count"] == 1
 
     assert live.run_jobs() == 1
-    messages = wait_for(
-        lambda: (m := _thread(live)) and m[-1]["status"] == "delivered" and m
-    )
+    messages = wait_for(lambda: (m := _thread(live)) and m[-1]["status"] == "delivered" and m)
     assert [(m["direction"], m["body"]) for m in messages] == [
         ("inbound", "Hello there"),
         ("outbound", "Echo: Hello there"),
@@ -41,9 +39,11 @@ def test_send_message_ends_delivered_through_sandbox_callbacks(live: Live) -> No
     assert sent["status"] in ("queued", "sent", "delivered")
 
     detail = wait_for(
-        lambda: (d := live.api("GET", f"/api/messages/{sent['sid']}").json()["message"])
-        and d["status"] == "delivered"
-        and d
+        lambda: (
+            (d := live.api("GET", f"/api/messages/{sent['sid']}").json()["message"])
+            and d["status"] == "delivered"
+            and d
+        )
     )
     assert [e["status"] for e in detail["events"]] == ["sent", "delivered"]
     # The sandbox's own record agrees, read through its Twilio-compatible list endpoint.
