@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint format typecheck clean translations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/twilio-chat run
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (Playwright's own browser download does not work here).
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -26,6 +34,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Extract the panel's texts and rebuild the Polish catalog from tools/pl.py.
+translations: $(STAMP)
+	$(BIN)/python tools/translations.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -536,7 +536,7 @@ def test_simulator_refuses_bad_input_naming_the_field(live: Live) -> None:
         ({"from": "", "body": "Hi"}, "from"),
         ({"from": PHONE, "body": ""}, "body"),
         ({"from": PHONE, "body": "x" * 1601}, "body"),
-        ({"from": PHONE, "body": "Hi", "media_urls": ["ftp://x/y.png"]}, "media_url"),
+        ({"from": PHONE, "body": "Hi", "media_urls": ["ftp://x/y.png"]}, "media_urls"),
     ]
     for payload, field in cases:
         answer = live.api("POST", "/api/sandbox/simulate", json=payload)

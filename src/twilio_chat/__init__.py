@@ -36,5 +36,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     db.init_app(app, settings)
     twilio_gateway.init_app(app, settings)
-    web.init_app(app, sandbox=settings.sandbox)
+    web.init_app(app, sandbox=settings.sandbox, production=production)
     return app

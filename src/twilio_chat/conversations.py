@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .db import Database
@@ -26,12 +26,25 @@ class Page(Generic[T]):
 
 
 def list_messages(
-    db: Database, limit: int, direction: str | None = None, before: int | None = None
+    db: Database,
+    limit: int,
+    direction: str | None = None,
+    before: int | None = None,
+    status: str | None = None,
+    number: str | None = None,
+    text: str | None = None,
 ) -> Page[Message]:
-    """Return the newest messages, optionally one direction, older than a cursor."""
+    """Return the newest messages, filtered, older than a cursor."""
     query = select(Message)
     if direction:
         query = query.where(Message.direction == direction)
+    if status:
+        query = query.where(Message.status == status)
+    if number:
+        query = query.where(Message.contact_number == number)
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Message.body.ilike(f"%{escaped}%", escape="\\"))
     if before is not None:
         query = query.where(Message.id < before)
     query = query.order_by(Message.id.desc()).limit(limit + 1)
@@ -207,3 +220,62 @@ def set_pause(db: Database, number: str, minutes: int | None) -> datetime | None
         contact = get_or_create_contact(session, number)
         contact.replies_paused_until = until
     return until
+
+
+def set_name(db: Database, number: str, name: str | None) -> Contact:
+    """Name (or unname) a contact."""
+    from .messaging import get_or_create_contact
+
+    with db.session() as session:
+        contact = get_or_create_contact(session, number)
+        contact.name = name or None
+        return contact
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Messages that are new or changed since a cursor, and the next cursor."""
+
+    cursor: str
+    messages: list[Message]
+
+
+def current_cursor(session: Session) -> tuple[int, int]:
+    """Return the newest message id and status event id."""
+    mid = session.scalar(select(func.max(Message.id))) or 0
+    eid = session.scalar(select(func.max(StatusEvent.id))) or 0
+    return int(mid), int(eid)
+
+
+def format_cursor(mid: int, eid: int) -> str:
+    """Encode a live-updates cursor."""
+    return f"{mid}.{eid}"
+
+
+def parse_cursor(value: str) -> tuple[int, int] | None:
+    """Decode a live-updates cursor, or None when malformed."""
+    parts = value.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def changes_since(db: Database, mid: int, eid: int) -> Changes | None:
+    """Return messages new or with a new status event since (mid, eid); None if nothing."""
+    with db.read() as session:
+        new_mid, new_eid = current_cursor(session)
+        if (new_mid, new_eid) == (mid, eid):
+            return None
+        changed_ids = set(
+            session.scalars(select(Message.id).where(Message.id > mid).limit(500))
+        ) | set(
+            session.scalars(
+                select(StatusEvent.message_id)
+                .where(StatusEvent.id > eid, StatusEvent.message_id.is_not(None))
+                .limit(500)
+            )
+        )
+        rows = list(
+            session.scalars(select(Message).where(Message.id.in_(changed_ids)).order_by(Message.id))
+        )
+    return Changes(format_cursor(new_mid, new_eid), rows)

@@ -1,6 +1,18 @@
-"""Errors the services raise; the web layer turns them into JSON with a fitting status."""
+"""Errors the services raise; the web layer turns them into JSON with a fitting status.
+
+Messages are English templates with named ``%(name)s`` parameters, marked with ``N_`` so the
+translation catalog picks them up; the web layer renders them in the request's language.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def N_(message: str) -> str:
+    """Mark a message for translation without translating it here."""
+    return message
 
 
 class AppError(Exception):
@@ -9,12 +21,28 @@ class AppError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, field: str | None = None, code: str | int | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        code: str | int | None = None,
+        **params: Any,
+    ) -> None:
+        self.template = message
+        self.params = params
+        self.message = message % params if params else message
+        super().__init__(self.message)
         self.field = field
         if code is not None:
             self.code = code  # type: ignore[assignment]
+
+    def localized(self, gettext: Callable[[str], str]) -> str:
+        """Render the message in another language with the given gettext."""
+        text = gettext(self.template)
+        try:
+            return text % self.params if self.params else text
+        except (KeyError, ValueError, TypeError):
+            return self.message
 
 
 class InvalidInput(AppError):
@@ -44,7 +72,13 @@ class Upstream(AppError):
     status = 502
     code = "twilio_error"
 
-    def __init__(self, message: str, twilio_code: int | None, twilio_status: int | None):
-        super().__init__(message, field=None, code=twilio_code if twilio_code else None)
+    def __init__(
+        self,
+        message: str,
+        twilio_code: int | None,
+        twilio_status: int | None,
+        **params: Any,
+    ) -> None:
+        super().__init__(message, None, twilio_code if twilio_code else None, **params)
         self.twilio_code = twilio_code
         self.twilio_status = twilio_status

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from . import jobs, replies
 from .db import Database
-from .errors import InvalidInput, OptedOut, Upstream
+from .errors import N_, InvalidInput, OptedOut, Upstream
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
 from .segments import count_segments
 from .settings import Settings, is_e164
@@ -340,47 +340,54 @@ class Sender:
 def validate_send(req: SendRequest, settings: Settings) -> Sender:
     """Check a send request before anything is written; raise InvalidInput naming the field."""
     if not req.to:
-        raise InvalidInput("'to' is required", field="to")
+        raise InvalidInput(N_("Enter the recipient's number."), field="to")
     if not is_e164(req.to):
         raise InvalidInput(
-            f"'to' must be a possible phone number in E.164 form like +15551234567, got {req.to!r}",
+            N_("%(number)s is not a possible phone number in E.164 form like +15551234567."),
             field="to",
+            number=repr(req.to),
         )
     if not req.body and not req.media_urls and not req.content_sid:
-        raise InvalidInput("a 'body', 'media_urls' or 'content_sid' is required", field="body")
+        raise InvalidInput(N_("Write a message, or add media or a content template."), "body")
     if len(req.body) > MAX_BODY:
         raise InvalidInput(
-            f"'body' is {len(req.body)} characters; the limit is {MAX_BODY}", field="body"
+            N_("The message is %(length)d characters; the limit is %(limit)d."),
+            field="body",
+            length=len(req.body),
+            limit=MAX_BODY,
         )
     if len(req.media_urls) > MAX_MEDIA:
-        raise InvalidInput(f"at most {MAX_MEDIA} 'media_urls'", field="media_urls")
+        raise InvalidInput(N_("At most %(limit)d media URLs."), field="media_urls", limit=MAX_MEDIA)
     for url in req.media_urls:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidInput(
-                f"each media URL must start with http:// or https://, got {url!r}",
+                N_("Each media URL must start with http:// or https:// (got %(url)s)."),
                 field="media_urls",
+                url=repr(url),
             )
     if req.content_sid and not (req.content_sid.startswith("HX") and _SID.match(req.content_sid)):
         raise InvalidInput(
-            "'content_sid' must look like HX followed by 32 hex digits", "content_sid"
+            N_("A content SID looks like HX followed by 32 hex digits."), "content_sid"
         )
     if req.messaging_service_sid or req.use_messaging_service:
         service = req.messaging_service_sid or settings.twilio_messaging_service_sid
         if not service:
             raise InvalidInput(
-                "no Messaging Service: pass 'messaging_service_sid' or set "
-                "TWILIO_MESSAGING_SERVICE_SID",
+                N_(
+                    "No Messaging Service: pass 'messaging_service_sid' or set "
+                    "TWILIO_MESSAGING_SERVICE_SID."
+                ),
                 field="messaging_service_sid",
             )
         if not (service.startswith("MG") and _SID.match(service)):
             raise InvalidInput(
-                "'messaging_service_sid' must look like MG followed by 32 hex digits",
+                N_("A Messaging Service SID looks like MG followed by 32 hex digits."),
                 field="messaging_service_sid",
             )
         return Sender(None, service)
     if not settings.default_from:
         raise InvalidInput(
-            "no sender: set TWILIO_DEFAULT_FROM or use a Messaging Service",
+            N_("No sender: set TWILIO_DEFAULT_FROM or use a Messaging Service."),
             field="use_messaging_service",
         )
     return Sender(settings.default_from, None)
@@ -431,9 +438,13 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
         senders = [s for s in (sender.key, sender.from_) if s]
         if is_opted_out(session, senders, req.to):
             raise OptedOut(
-                f"{req.to} opted out of messages from {sender.key} (texted STOP); "
-                "they must text START first",
+                N_(
+                    "%(number)s opted out of messages from %(sender)s (texted STOP); "
+                    "they must text START first."
+                ),
                 field="to",
+                number=req.to,
+                sender=sender.key,
             )
         message = _create_outbound(session, settings, req, sender)
         if message.sid is not None or message.status != "pending":
@@ -452,7 +463,9 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
         )
     except TwilioError as exc:
         _record_failure(db, message_id, sender, req.to, exc, keep_pending=not req.final_try)
-        raise Upstream(f"Twilio refused the message: {exc.message}", exc.code, exc.status) from None
+        raise Upstream(
+            N_("Twilio refused the message: %(reason)s"), exc.code, exc.status, reason=exc.message
+        ) from None
     with db.session() as session:
         message = session.get_one(Message, message_id)
         if message.sid is None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.orm import Session
 
 from .db import Database
-from .errors import InvalidInput
+from .errors import N_, InvalidInput
 from .models import AIConfig, AutoReplyConfig, ReplyMode, utcnow
 from .settings import Settings, is_e164
 
@@ -216,7 +216,7 @@ def note_start(db: Database, settings: Settings) -> None:
 def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
     value = data.get(name, default)
     if not isinstance(value, bool):
-        raise InvalidInput(f"'{name}' must be true or false", field=name)
+        raise InvalidInput(N_("%(field_name)s must be true or false."), field=name, field_name=name)
     return value
 
 
@@ -227,12 +227,14 @@ def save_auto_reply(db: Database, settings: Settings, data: dict[str, Any]) -> A
         enabled = _bool(data, "enabled", current.enabled)
         message = data.get("message", current.message)
         if not isinstance(message, str):
-            raise InvalidInput("'message' must be a string", field="message")
+            raise InvalidInput(N_("The message must be text."), field="message")
         message = message.strip()
         if not 1 <= len(message) <= AUTO_REPLY_MAX:
             raise InvalidInput(
-                f"'message' must be 1 to {AUTO_REPLY_MAX} characters (it is {len(message)})",
+                N_("The message must be 1 to %(limit)d characters (it is %(length)d)."),
                 field="message",
+                limit=AUTO_REPLY_MAX,
+                length=len(message),
             )
         row = session.get(AutoReplyConfig, 1)
         if row is None:
@@ -282,17 +284,28 @@ def _opt_str(data: dict[str, Any], name: str, current: str | None, max_len: int)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"'{name}' must be a string", field=name)
+        raise InvalidInput(N_("%(field_name)s must be text."), field=name, field_name=name)
     value = value.strip()
     if len(value) > max_len:
-        raise InvalidInput(f"'{name}' must be at most {max_len} characters", field=name)
+        raise InvalidInput(
+            N_("%(field_name)s must be at most %(limit)d characters."),
+            field=name,
+            field_name=name,
+            limit=max_len,
+        )
     return value or None
 
 
 def _int(data: dict[str, Any], name: str, current: int, low: int, high: int) -> int:
     value = data.get(name, current)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidInput(f"'{name}' must be a whole number from {low} to {high}", field=name)
+        raise InvalidInput(
+            N_("%(field_name)s must be a whole number from %(low)d to %(high)d."),
+            field=name,
+            field_name=name,
+            low=low,
+            high=high,
+        )
     return value
 
 
@@ -305,25 +318,30 @@ def save_ai(db: Database, settings: Settings, data: dict[str, Any]) -> AISetting
     unknown = set(data) - set(AI_FIELDS)
     if unknown:
         name = sorted(unknown)[0]
-        raise InvalidInput(f"unknown field '{name}'", field=name)
+        raise InvalidInput(N_("Unknown field %(field_name)s."), field=name, field_name=name)
     with db.session() as session:
         cur = get_ai(session, settings)
         enabled = _bool(data, "enabled", cur.enabled)
         model = _opt_str(data, "model", cur.model, 100)
         if not model:
-            raise InvalidInput("'model' is required", field="model")
+            raise InvalidInput(N_("Enter the model's name."), field="model")
         temperature = data.get("temperature", cur.temperature)
         if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise InvalidInput("'temperature' must be a number from 0 to 2", field="temperature")
+            raise InvalidInput(N_("The temperature must be a number from 0 to 2."), "temperature")
         if not 0 <= float(temperature) <= 2:
-            raise InvalidInput("'temperature' must be a number from 0 to 2", field="temperature")
+            raise InvalidInput(N_("The temperature must be a number from 0 to 2."), "temperature")
         system_prompt = _opt_str(data, "system_prompt", cur.system_prompt, 4000) or ""
         target = _opt_str(data, "target_number", cur.target_number, 32)
         if target and not is_e164(target):
-            raise InvalidInput("'target_number' must be an E.164 number", field="target_number")
+            raise InvalidInput(
+                N_("The target number must be in E.164 form like +15551234567."),
+                field="target_number",
+            )
         base_url = _opt_str(data, "base_url", cur.base_url, 500)
         if base_url and not base_url.startswith(("http://", "https://")):
-            raise InvalidInput("'base_url' must start with http:// or https://", field="base_url")
+            raise InvalidInput(
+                N_("The base URL must start with http:// or https://."), field="base_url"
+            )
         api_key = _opt_str(data, "api_key", cur.api_key, 500)
         new = AISettings(
             enabled=enabled,

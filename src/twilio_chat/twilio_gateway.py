@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
+import requests
 from flask import Flask, current_app
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -47,6 +49,19 @@ class TwilioError(Exception):
     def not_found(self) -> bool:
         """Tell whether Twilio said the resource does not exist."""
         return self.status == 404 or self.code == 20404
+
+
+class MediaRefused(Exception):
+    """A media URL the proxy will not fetch or pass on; `status` is the HTTP answer to give."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+MEDIA_TYPES = ("image/", "audio/", "video/", "application/pdf")
+MEDIA_MAX_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -224,6 +239,55 @@ class TwilioGateway:
         except Exception as exc:
             raise _error(exc) from None
 
+    def media_allowed(self, url: str) -> bool:
+        """Tell whether a media URL is Twilio's (https, a Twilio host) or the sandbox's."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.username or parts.password:
+            return False
+        if parts.scheme == "https" and (
+            host == "api.twilio.com" or host.endswith((".twilio.com", ".twiliocdn.com"))
+        ):
+            return True
+        sandbox = self.settings.api_base_url if self.settings.sandbox else None
+        return bool(sandbox) and url.startswith(f"{sandbox}/") and ".." not in parts.path
+
+    def fetch_media(self, url: str) -> tuple[str, bytes]:
+        """Fetch an MMS attachment with the account's credentials; only from Twilio's hosts."""
+        if not self.media_allowed(url):
+            raise MediaRefused(403, "only Twilio's media URLs are fetched")
+        try:
+            answer = requests.get(
+                url,
+                auth=(self.settings.account_sid, self.settings.auth_token),
+                timeout=HTTP_TIMEOUT_SECONDS,
+                stream=True,
+                allow_redirects=False,
+            )
+            # Twilio answers a media URL with a redirect to a signed, credential-free CDN URL.
+            hops = 0
+            while answer.is_redirect and hops < 3:
+                target = urljoin(url, answer.headers.get("Location", ""))
+                answer.close()
+                if not self.media_allowed(target) and not _is_signed_cdn(target):
+                    raise MediaRefused(403, "the media redirect leaves Twilio")
+                answer = requests.get(
+                    target, timeout=HTTP_TIMEOUT_SECONDS, stream=True, allow_redirects=False
+                )
+                hops += 1
+            with answer:
+                if answer.status_code != 200:
+                    raise MediaRefused(502, f"Twilio answered {answer.status_code} for the media")
+                content_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+                if not content_type.startswith(MEDIA_TYPES):
+                    raise MediaRefused(415, "only images, audio, video and PDF are shown")
+                body = answer.raw.read(MEDIA_MAX_BYTES + 1, decode_content=True)
+        except requests.RequestException:
+            raise MediaRefused(502, "could not fetch the media from Twilio") from None
+        if len(body) > MEDIA_MAX_BYTES:
+            raise MediaRefused(413, "the media is larger than 10 MiB")
+        return content_type, body
+
     def validate_signature(self, url: str, params: Any, signature: str) -> bool:
         """Check an X-Twilio-Signature over the public URL and the POST parameters."""
         return bool(RequestValidator(self.settings.auth_token).validate(url, params, signature))
@@ -231,6 +295,14 @@ class TwilioGateway:
     def sign(self, url: str, params: dict[str, str]) -> str:
         """Compute the X-Twilio-Signature Twilio would send for this URL and form."""
         return str(RequestValidator(self.settings.auth_token).compute_signature(url, params))
+
+
+def _is_signed_cdn(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" and (
+        host.endswith(".twiliocdn.com") or host.endswith(".amazonaws.com")
+    )
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -97,3 +97,34 @@ def faults(account_sid: str) -> Any:
         raise SandboxError(400, 20001, "Status, Count and Code must be integers") from None
     inject_fault(current_app.extensions["db"], status, count, code)
     return jsonify({"status": status, "count": count, "code": code}), 201
+
+
+def _sample_png() -> bytes:
+    """A small picture (a teal square) for simulated MMS."""
+    import struct
+    import zlib
+
+    width = height = 64
+    row = b"\x00" + bytes((0, 128, 128)) * width
+    raw = row * height
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@bp.get("/media/sample.png")
+@public(BASIC_AUTH)
+def sample_media() -> Response:
+    """Serve a sample picture behind Basic auth, as Twilio serves MMS media."""
+    settings = current_app.extensions["settings"]
+    _check_auth(settings.account_sid)
+    return Response(_sample_png(), mimetype="image/png")

@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..db import Database
-from ..errors import InvalidInput
+from ..errors import N_, InvalidInput
 from ..messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 from ..models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
 from ..segments import count_segments
@@ -375,19 +375,31 @@ class Sandbox:
         to = to or self.settings.default_from or ""
         if not is_e164(from_):
             raise InvalidInput(
-                f"'from' must be a phone number in E.164 form like +15551234567, got {from_!r}",
+                N_("%(number)s is not a possible phone number in E.164 form like +15551234567."),
                 field="from",
+                number=repr(from_),
             )
         if not is_e164(to):
-            raise InvalidInput(f"'to' must be a phone number in E.164 form, got {to!r}", "to")
+            raise InvalidInput(
+                N_("%(number)s is not a possible phone number in E.164 form like +15551234567."),
+                field="to",
+                number=repr(to),
+            )
         if not body and not media_urls:
-            raise InvalidInput("a 'body' or a media URL is required", field="body")
+            raise InvalidInput(N_("Write a message or add media."), field="body")
         if len(body) > 1600:
-            raise InvalidInput("'body' is longer than 1600 characters", field="body")
+            raise InvalidInput(
+                N_("The message is %(length)d characters; the limit is %(limit)d."),
+                field="body",
+                length=len(body),
+                limit=1600,
+            )
         for url in media_urls:
             if not url.startswith(("http://", "https://")):
                 raise InvalidInput(
-                    f"media URL must start with http(s)://, got {url!r}", "media_url"
+                    N_("Each media URL must start with http:// or https:// (got %(url)s)."),
+                    field="media_urls",
+                    url=repr(url),
                 )
         service = self.settings.twilio_messaging_service_sid
         sid = new_sid("MM" if media_urls else "SM")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify
+from flask_bootstrap import Bootstrap5
 
-from . import api, auth, config_api, errors, panel, webhooks
+from . import api, auth, config_api, errors, i18n, live, panel, security, webhooks
 from .auth import public
 
 
@@ -14,10 +15,18 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def init_app(app: Flask, sandbox: bool) -> None:
-    """Register blueprints, the auth guard and error handlers."""
+bootstrap = Bootstrap5()
+
+
+def init_app(app: Flask, sandbox: bool, production: bool) -> None:
+    """Register blueprints, the auth guard, languages, security headers and error handlers."""
+    app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)  # the panel works with no internet
+    bootstrap.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
+    i18n.init_app(app)
+    security.init_app(app, production)
+    app.register_blueprint(live.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(config_api.bp)

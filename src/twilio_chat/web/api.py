@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from .. import conversations, messaging, sync
 from ..db import get_db
-from ..errors import InvalidInput, NotFound
+from ..errors import N_, InvalidInput, NotFound
 from ..sandbox import get_sandbox
 from ..settings import Settings, is_e164
 from ..twilio_gateway import get_gateway
@@ -248,6 +248,19 @@ def conversation(participant: str) -> Response:
             "next_cursor": thread.next_cursor,
         }
     )
+
+
+@bp.post("/conversations/<participant>/contact")
+@requires_scope("send")
+def contact(participant: str) -> Response:
+    """Name (or unname, with an empty name) the contact of a conversation."""
+    if not is_e164(participant):
+        raise InvalidInput("participant must be a phone number in E.164 form", "participant")
+    name = str_field(json_body(), "name")
+    if len(name) > 120:
+        raise InvalidInput(N_("The name must be at most 120 characters."), field="name")
+    row = conversations.set_name(get_db(), participant, name or None)
+    return jsonify({"participant": participant, "name": row.name})
 
 
 @bp.post("/sandbox/simulate")

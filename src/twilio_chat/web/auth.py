@@ -78,7 +78,7 @@ def _identify() -> Identity | None:
 
 
 def _guard() -> Response | None:
-    if request.endpoint == "static":
+    if request.endpoint in ("static", "bootstrap.static"):
         return None  # CSS, JS and images: no data
     view = _current_view()
     if view is not None and getattr(view, "public_reason", None):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
+from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from ..errors import AppError, Upstream
+from .i18n import current_language
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,10 @@ def error_response(status: int, code: str | int, message: str, field: str | None
 
 
 def _app_error(exc: AppError) -> Response:
-    answer = error_response(exc.status, exc.code, exc.message, exc.field)
+    message = exc.message
+    if current_language() != "en":
+        message = exc.localized(gettext)
+    answer = error_response(exc.status, exc.code, message, exc.field)
     if isinstance(exc, Upstream) and exc.twilio_status:
         answer.headers["X-Twilio-Status"] = str(exc.twilio_status)
     return answer

@@ -219,6 +219,36 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "responses": {"200": {"description": "Resumed"}, "400": ERROR, "401": ERROR},
             }
         },
+        "/api/conversations/{participant}/contact": {
+            "post": {
+                "summary": "Name the contact of a conversation (empty name: unname)",
+                "operationId": "nameContact",
+                "parameters": [_p("participant", "The other party's E.164 number")],
+                "requestBody": _json_body(
+                    {"type": "object", "properties": {"name": {"type": "string", "maxLength": 120}}}
+                ),
+                "responses": {"200": {"description": "Saved"}, "400": ERROR, "401": ERROR},
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Live updates: wait for new or changed messages after a cursor",
+                "operationId": "events",
+                "parameters": [
+                    _q("cursor", {"type": "string"}, "From the previous answer; omit to start"),
+                    _q(
+                        "timeout",
+                        {"type": "integer", "minimum": 0, "maximum": 30},
+                        "Seconds to wait",
+                    ),
+                ],
+                "responses": {
+                    "200": {"description": "Changed messages and the next cursor"},
+                    "400": ERROR,
+                    "401": ERROR,
+                },
+            }
+        },
         "/api/auto-reply/config": {
             "get": {
                 "summary": "The auto-reply config",

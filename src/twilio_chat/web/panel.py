@@ -1,21 +1,36 @@
-"""The web panel: login, logout and the inbox."""
+"""The web panel: pages render services' data; forms save through the JSON API."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, session
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+)
+from flask_babel import gettext
 from werkzeug.wrappers import Response
 
-from .. import conversations
+from .. import conversations, messaging, reply_config, stats
 from ..db import get_db
+from ..errors import NotFound
+from ..settings import Settings, is_e164
+from ..twilio_errors import describe_error
+from ..twilio_gateway import MediaRefused, get_gateway
 from ..users import authenticate
 from .auth import csrf_ok, csrf_token, current_identity, public
 
 bp = Blueprint("panel", __name__)
+SIMULATOR_PHONE = "+15551230001"
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Return `target` if it is a plain local path, else "/" (no open redirects)."""
     if not target or not target.startswith("/") or target.startswith("//"):
         return "/"
@@ -27,6 +42,36 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["settings"]
+    return settings
+
+
+def _page(template: str, **context: Any) -> str:
+    """Render a panel page with what every page needs."""
+    return render_template(
+        template,
+        user=current_identity(),
+        csrf=csrf_token(),
+        sandbox=_settings().sandbox,
+        error_text_for=error_text_for,
+        **context,
+    )
+
+
+def error_text_for(code: int | None, fallback: str | None) -> str:
+    """Return a readable, translated text for a Twilio error code."""
+    return str(gettext(describe_error(code, fallback or "")))
+
+
+def _cursor() -> str:
+    with get_db().read() as s:
+        return conversations.format_cursor(*conversations.current_cursor(s))
+
+
+# Login ----------------------------------------------------------------------------------
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public("the login form itself")
 def login() -> str | Response | tuple[str, int]:
@@ -36,20 +81,22 @@ def login() -> str | Response | tuple[str, int]:
     if request.method == "POST":
         username = request.form.get("username", "")
         if not csrf_ok():
-            error = "Your session expired; please try again."
+            error = gettext("Your session expired; please try again.")
         else:
             identity = authenticate(get_db(), username, request.form.get("password", ""))
             if identity is not None:
                 session.clear()
                 session["user_id"] = identity.user_id
                 csrf_token()
-                return redirect(_safe_next(request.args.get("next")))
-            error = "Wrong username or password."
-        return (
-            render_template("login.html", error=error, username=username, csrf=csrf_token()),
-            401,
+                return redirect(safe_next(request.args.get("next")))
+            error = gettext("Wrong username or password.")
+        page = render_template(
+            "login.html", error=error, username=username, csrf=csrf_token(), user=None
         )
-    return render_template("login.html", error=error, username=username, csrf=csrf_token())
+        return page, 401
+    return render_template(
+        "login.html", error=error, username=username, csrf=csrf_token(), user=None
+    )
 
 
 @bp.post("/logout")
@@ -59,14 +106,162 @@ def logout() -> Response:
     return redirect("/login")
 
 
-@bp.get("/")
-def index() -> str:
-    """Show the conversations."""
-    page = conversations.list_conversations(get_db(), 50)
-    return render_template(
-        "index.html",
-        conversations=page.items,
-        user=current_identity(),
-        csrf=csrf_token(),
-        sandbox=current_app.extensions["settings"].sandbox,
+# Dashboard ------------------------------------------------------------------------------
+
+
+def _filters() -> dict[str, str]:
+    keys = ("direction", "status", "number", "text")
+    return {k: request.args[k].strip() for k in keys if request.args.get(k, "").strip()}
+
+
+def _dashboard_context() -> dict[str, Any]:
+    filters = _filters()
+    direction = filters.get("direction")
+    page = conversations.list_messages(
+        get_db(),
+        50,
+        direction if direction in ("inbound", "outbound") else None,
+        status=filters.get("status"),
+        number=filters.get("number"),
+        text=filters.get("text"),
     )
+    return {"stats": stats.dashboard(get_db()), "messages": page.items, "filters": filters}
+
+
+@bp.get("/")
+def dashboard() -> str:
+    """Show statistics, the send form and the latest messages."""
+    return _page("dashboard.html", cursor=_cursor(), **_dashboard_context())
+
+
+@bp.get("/partials/dashboard")
+def dashboard_partial() -> str:
+    """Render the live part of the dashboard."""
+    return _page("partials/dashboard_live.html", **_dashboard_context())
+
+
+# Conversations --------------------------------------------------------------------------
+
+
+@bp.get("/conversations", endpoint="conversations")
+def conversations_page() -> str:
+    """List conversations."""
+    page = conversations.list_conversations(get_db(), 100)
+    return _page("conversations.html", conversations=page.items, cursor=_cursor())
+
+
+@bp.get("/partials/conversations")
+def conversations_partial() -> str:
+    """Render the live conversation list."""
+    page = conversations.list_conversations(get_db(), 100)
+    return _page("partials/conversations_live.html", conversations=page.items)
+
+
+def _thread(number: str) -> conversations.Thread:
+    if not is_e164(number):
+        abort(404)
+    try:
+        return conversations.get_thread(get_db(), number, 200)
+    except NotFound:
+        abort(404)
+
+
+@bp.get("/chat/<number>")
+def chat(number: str) -> str:
+    """Show one conversation as bubbles, with the reply form."""
+    thread = _thread(number)
+    messaging.mark_read(get_db(), number)
+    return _page(
+        "chat.html",
+        number=number,
+        summary=thread.summary,
+        messages=thread.messages,
+        cursor=_cursor(),
+    )
+
+
+@bp.get("/partials/chat/<number>")
+def chat_partial(number: str) -> str:
+    """Render the live thread."""
+    thread = _thread(number)
+    messaging.mark_read(get_db(), number)
+    return _page("partials/chat_live.html", messages=thread.messages)
+
+
+# Configuration pages -------------------------------------------------------------------
+
+
+@bp.get("/auto-reply")
+def auto_reply() -> str:
+    """Show the auto-reply tab."""
+    with get_db().read() as s:
+        auto = reply_config.get_auto_reply(s)
+        ai_enabled = reply_config.get_ai(s, _settings()).enabled
+    return _page("auto_reply.html", auto=auto, ai_enabled=ai_enabled)
+
+
+@bp.get("/ai")
+def ai() -> str:
+    """Show the AI tab."""
+    with get_db().read() as s:
+        config = reply_config.get_ai(s, _settings()).public_json()
+    return _page("ai.html", ai=config)
+
+
+# Sandbox phone simulator ---------------------------------------------------------------
+
+
+def _simulator_context(number: str) -> dict[str, Any]:
+    try:
+        messages = conversations.get_thread(get_db(), number, 100).messages
+    except NotFound:
+        messages = []
+    return {"messages": messages, "phone": number}
+
+
+@bp.get("/simulator")
+def simulator() -> str:
+    """Show the phone simulator (sandbox mode only)."""
+    if not _settings().sandbox:
+        abort(404)
+    number = request.args.get("number", "").strip() or SIMULATOR_PHONE
+    if not is_e164(number):
+        number = SIMULATOR_PHONE
+    known = [c.contact.number for c in conversations.list_conversations(get_db(), 20).items]
+    sample = f"{_settings().api_base_url}/media/sample.png"
+    return _page(
+        "simulator.html",
+        cursor=_cursor(),
+        known=known,
+        sample_media=sample,
+        **_simulator_context(number),
+    )
+
+
+@bp.get("/partials/simulator/<number>")
+def simulator_partial(number: str) -> str:
+    """Render the simulated phone's screen."""
+    if not _settings().sandbox or not is_e164(number):
+        abort(404)
+    return _page("partials/simulator_live.html", **_simulator_context(number))
+
+
+# Media proxy ---------------------------------------------------------------------------
+
+
+@bp.get("/media")
+def media() -> Response:
+    """Fetch an MMS attachment with the account's credentials and pass it on.
+
+    Only Twilio's media hosts (or the sandbox) are fetched, so the credentials go nowhere
+    else, and only images, audio, video and PDF are passed on.
+    """
+    url = request.args.get("url", "")
+    try:
+        content_type, body = get_gateway().fetch_media(url)
+    except MediaRefused as exc:
+        abort(exc.status, exc.reason)
+    answer = Response(body, mimetype=content_type)
+    answer.headers["Cache-Control"] = "private, max-age=3600"
+    answer.headers["Content-Disposition"] = "inline"
+    return answer

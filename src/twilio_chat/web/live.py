@@ -1,0 +1,48 @@
+"""Live updates by long polling: the database is the source of truth, so any web process works.
+
+The panel asks ``GET /api/events?cursor=…``; the answer comes as soon as a message is new or
+has a new status (checked every half second), or after ``timeout`` seconds with no change.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request
+from werkzeug.wrappers import Response
+
+from .. import conversations
+from ..db import get_db
+from ..errors import InvalidInput
+from .api import int_arg
+from .auth import requires_scope
+from .serialize import message_json
+
+bp = Blueprint("live", __name__, url_prefix="/api")
+CHECK_EVERY = 0.5
+
+
+@bp.get("/events")
+@requires_scope("read")
+def events() -> Response:
+    """Wait for new or changed messages after `cursor`; answer them and the next cursor."""
+    db = get_db()
+    timeout = int_arg("timeout", 20, 0, 30) or 0
+    raw = request.args.get("cursor", "")
+    if not raw:
+        with db.read() as session:
+            mid, eid = conversations.current_cursor(session)
+        return jsonify({"cursor": conversations.format_cursor(mid, eid), "messages": []})
+    parsed = conversations.parse_cursor(raw)
+    if parsed is None:
+        raise InvalidInput("'cursor' must come from a previous answer", field="cursor")
+    deadline = time.monotonic() + timeout
+    while True:
+        changes = conversations.changes_since(db, *parsed)
+        if changes is not None:
+            return jsonify(
+                {"cursor": changes.cursor, "messages": [message_json(m) for m in changes.messages]}
+            )
+        if time.monotonic() >= deadline:
+            return jsonify({"cursor": raw, "messages": []})
+        time.sleep(CHECK_EVERY)
