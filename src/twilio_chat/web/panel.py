@@ -54,11 +54,11 @@ def _page(template: str, **context: Any) -> str:
         user=current_identity(),
         csrf=csrf_token(),
         sandbox=_settings().sandbox,
-        error_text_for=error_text_for,
         **context,
     )
 
 
+@bp.app_template_global()
 def error_text_for(code: int | None, fallback: str | None) -> str:
     """Return a readable, translated text for a Twilio error code."""
     return str(gettext(describe_error(code, fallback or "")))
