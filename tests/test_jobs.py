@@ -145,3 +145,51 @@ def test_backoff_doubles_with_jitter() -> None:
         waits = [jobs.backoff_seconds(attempt, 50) for _ in range(50)]
         assert all(ceiling / 2 <= w <= ceiling for w in waits)
         assert len(set(waits)) > 1
+
+
+def test_a_send_whose_worker_died_after_twilio_accepted_it_is_not_sent_again(live: Live) -> None:
+    sid = inbound(live, "are you there")
+    # An earlier try wrote its reply row, reached Twilio, and died before recording the answer.
+    from twilio_chat.twilio_gateway import get_gateway
+
+    with live.db.session() as session:
+        session.add(
+            Message(
+                direction="outbound",
+                contact_number=PHONE,
+                our_number=live.settings.default_from,
+                body="Echo: are you there",
+                status="pending",
+                source="engine",
+                reply_to_sid=sid,
+            )
+        )
+    accepted = get_gateway(live.app).send(
+        to=PHONE,
+        from_=live.settings.default_from,
+        body="Echo: are you there",
+        status_callback=live.url + "/twilio/status",
+    )
+    assert live.run_jobs() == 1
+    assert len(sandbox_sends(live)) == 1
+    row = reply_row(live, sid)
+    assert row is not None and row.sid == accepted.sid
+
+
+def test_a_try_that_failed_before_twilio_is_sent_on_retry(live: Live) -> None:
+    sid = inbound(live, "knock knock")
+    with live.db.session() as session:
+        session.add(
+            Message(
+                direction="outbound",
+                contact_number=PHONE,
+                body="Echo: knock knock",
+                status="pending",
+                source="engine",
+                reply_to_sid=sid,
+            )
+        )
+    assert live.run_jobs() == 1
+    assert [m["body"] for m in sandbox_sends(live)] == ["Echo: knock knock"]
+    row = reply_row(live, sid)
+    assert row is not None and row.sid is not None

@@ -19,7 +19,7 @@ from .models import Contact, Message, OptOut, StatusEvent, utcnow
 from .segments import count_segments
 from .settings import Settings, is_e164
 from .twilio_errors import describe_error
-from .twilio_gateway import TwilioError, TwilioGateway
+from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
 
 MAX_BODY = 1600
 MAX_MEDIA = 10
@@ -398,12 +398,12 @@ HUMAN_SOURCES = frozenset({"api", "panel", "cli"})
 
 def _create_outbound(
     session: Session, settings: Settings, req: SendRequest, sender: Sender
-) -> Message:
-    """Write the outbound row (or return the reply row a previous try wrote)."""
+) -> tuple[Message, bool]:
+    """Write the outbound row; or return the reply row a previous try wrote (created False)."""
     if req.reply_to_sid is not None:
         prior = session.scalar(select(Message).where(Message.reply_to_sid == req.reply_to_sid))
         if prior is not None:
-            return prior
+            return prior, False
     message = Message(
         direction="outbound",
         our_number=sender.from_,
@@ -423,7 +423,7 @@ def _create_outbound(
         # A person took over: automatic replies pause in this conversation.
         contact = get_or_create_contact(session, req.to)
         contact.replies_paused_until = utcnow() + timedelta(minutes=settings.ai_human_pause_minutes)
-    return message
+    return message, True
 
 
 def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequest) -> Message:
@@ -446,10 +446,18 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
                 number=req.to,
                 sender=sender.key,
             )
-        message = _create_outbound(session, settings, req, sender)
+        message, created = _create_outbound(session, settings, req, sender)
         if message.sid is not None or message.status != "pending":
             return message  # this reply was already sent by an earlier try
         message_id = message.id
+        # An earlier try that ended without a known outcome (no sid, no error) may have
+        # reached Twilio before its worker died: look before sending again.
+        unknown_outcome = not created and message.error_code is None
+        created_at = message.created_at
+    if unknown_outcome:
+        earlier = _find_earlier_send(gateway, req, created_at)
+        if earlier is not None:
+            return _record_sent(db, message_id, earlier)
     callback = f"{settings.base_url}/twilio/status?mid={message_id}"
     try:
         remote = gateway.send(
@@ -466,6 +474,27 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
         raise Upstream(
             N_("Twilio refused the message: %(reason)s"), exc.code, exc.status, reason=exc.message
         ) from None
+    return _record_sent(db, message_id, remote)
+
+
+def _find_earlier_send(
+    gateway: TwilioGateway, req: SendRequest, since: datetime
+) -> RemoteMessage | None:
+    """Find a message an earlier try created at Twilio: same recipient and body, not older."""
+    try:
+        for remote in gateway.iter_messages(to=req.to, limit=20, page_size=20):
+            created = remote.date_created
+            if created is not None and created < since - timedelta(seconds=5):
+                break  # newest first: nothing older can be ours
+            if remote.direction.startswith("outbound") and remote.body == req.body:
+                return remote
+    except TwilioError:
+        return None  # cannot tell: sending again is the lesser harm than never answering
+    return None
+
+
+def _record_sent(db: Database, message_id: int, remote: RemoteMessage) -> Message:
+    """Record what Twilio answered to a create call."""
     with db.session() as session:
         message = session.get_one(Message, message_id)
         if message.sid is None:
@@ -475,6 +504,8 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
             message.our_number = remote.from_
         message.num_segments = remote.num_segments or message.num_segments
         message.sent_at = datetime.now(UTC)
+        message.error_code = None
+        message.error_message = None
         advance_status(message, remote.status)
         _attach_pending_events(session, message)
         return message
