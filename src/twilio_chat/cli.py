@@ -89,11 +89,7 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
 
     app = _app(ctx)
     settings = _settings(app)
-    migrate.upgrade(get_db(app))
-    reply_config.note_start(get_db(app), settings)
-    generated = users.ensure_admin(
-        get_db(app), settings.admin_username, _secret(settings.admin_password)
-    )
+    generated = _prepare(app)
     host = host or settings.app_host
     port = port or settings.app_port
     stop: threading.Event | None = None
@@ -106,6 +102,25 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
             "Sandbox mode: the built-in Twilio sandbox stands in for Twilio; no real SMS is sent."
         )
         click.echo("Text the app:  twilio-chat simulate --from +15551230001 --body 'Hello'")
+    _print_admin(settings, generated)
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    finally:
+        if stop is not None:
+            stop.set()
+
+
+def _prepare(app: Flask) -> str | None:
+    """Apply migrations, note the reply mode, create the first admin; return its new password."""
+    settings = _settings(app)
+    migrate.upgrade(get_db(app))
+    reply_config.note_start(get_db(app), settings)
+    return users.ensure_admin(
+        get_db(app), settings.admin_username, _secret(settings.admin_password)
+    )
+
+
+def _print_admin(settings: Settings, generated: str | None) -> None:
     if generated:
         click.echo(f"Log in as '{settings.admin_username}' with password: {generated}")
         click.echo(
@@ -113,11 +128,16 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
         )
     else:
         click.echo(f"Log in as '{settings.admin_username}' with ADMIN_PASSWORD (or your own user).")
-    try:
-        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
-    finally:
-        if stop is not None:
-            stop.set()
+
+
+@cli.command()
+@click.pass_context
+def prepare(ctx: click.Context) -> None:
+    """Apply migrations and create the first admin: what a server runs before it starts."""
+    app = _app(ctx)
+    generated = _prepare(app)
+    click.echo("database is up to date")
+    _print_admin(_settings(app), generated)
 
 
 @cli.command()
