@@ -23,8 +23,13 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
 	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
+# The whole suite on SQLite; then again on PostgreSQL when TEST_DATABASE_URL is set.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest
+	env -u TEST_DATABASE_URL $(BIN)/pytest
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+	  echo "== the same suite on PostgreSQL ($$TEST_DATABASE_URL) =="; \
+	  $(BIN)/pytest; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

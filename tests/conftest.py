@@ -1,11 +1,19 @@
-"""Shared fixtures: settings on a fresh SQLite file, a live server on 127.0.0.1, API helpers."""
+"""Shared fixtures: a fresh migrated database per test, a live server on 127.0.0.1, helpers.
+
+With TEST_DATABASE_URL set (a PostgreSQL URL), every test gets its own PostgreSQL database,
+copied from a migrated template; otherwise its own SQLite file.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +41,60 @@ def _no_twilio_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file migrated to head once per run; each test copies it."""
-    path = tmp_path_factory.mktemp("template") / "app.db"
-    db = Database(f"sqlite:///{path}")
+PG_URL = os.environ.get("TEST_DATABASE_URL") or None
+# The PostgreSQL database of each test, keyed by the test's db_path.
+PG_DATABASES: dict[str, str] = {}
+
+
+def _pg_admin() -> Any:
+    """An autocommit connection to the PostgreSQL server of TEST_DATABASE_URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL or "")
+    return psycopg.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or None,
+        dbname=url.database or "postgres",
+        autocommit=True,
+    )
+
+
+def _pg_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(PG_URL or "").set(database=name).render_as_string(hide_password=False)
+
+
+def _migrated_template(db: Database) -> None:
     upgrade(db)
     create_user(db, "admin", "admin-password", is_admin=True)  # argon2 once, not per test
     db.dispose()
-    return path
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | str]:
+    """A database migrated to head once per run; each test gets a copy."""
+    if PG_URL is None:
+        path = tmp_path_factory.mktemp("template") / "app.db"
+        _migrated_template(Database(f"sqlite:///{path}"))
+        yield path
+        return
+    name = f"tc_template_{os.getpid()}"
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    _migrated_template(Database(_pg_url(name)))
+    yield name
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url(db_path: Path) -> str | None:
+    """Return the PostgreSQL URL of a test's database, or None on SQLite (DB_PATH is used)."""
+    return PG_DATABASES.get(str(db_path))
 
 
 def make_settings(db_path: Path, **overrides: Any) -> Settings:
@@ -53,16 +106,54 @@ def make_settings(db_path: Path, **overrides: Any) -> Settings:
         "SANDBOX_CALLBACK_DELAY": "0.01",
         "WORKER_POLL_SECONDS": "0.05",
     }
+    url = database_url(db_path)
+    if url:
+        values["DATABASE_URL"] = url
     values.update(overrides)
     return build_settings(values)
 
 
+@contextmanager
+def fresh_database(target: Path, template: Path | str) -> Iterator[Path]:
+    """Make a migrated database known by `target`: a copied SQLite file or a PostgreSQL copy."""
+    if isinstance(template, Path):
+        shutil.copy(template, target)
+        yield target
+        return
+    name = f"tc_{uuid.uuid4().hex[:16]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    PG_DATABASES[str(target)] = _pg_url(name)
+    try:
+        yield target
+    finally:
+        PG_DATABASES.pop(str(target), None)
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def db_path(tmp_path: Path, template_db: Path) -> Path:
-    """A migrated database file for this test."""
-    target = tmp_path / "app.db"
-    shutil.copy(template_db, target)
-    return target
+def db_path(tmp_path: Path, template_db: Path | str) -> Iterator[Path]:
+    """A migrated database for this test: a SQLite file, or a PostgreSQL database."""
+    with fresh_database(tmp_path / "app.db", template_db) as path:
+        yield path
+
+
+def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run a read-only SQL query (with ? placeholders) on a test's database, from outside."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    url = database_url(db_path) or f"sqlite:///{db_path}"
+    counter = iter(range(len(params)))
+    named = re.sub(r"\?", lambda _m: f":p{next(counter)}", sql)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(named), {f"p{i}": v for i, v in enumerate(params)})
+            return [tuple(r) for r in rows]
+    finally:
+        engine.dispose()
 
 
 @dataclass

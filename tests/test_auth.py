@@ -36,6 +36,9 @@ PUBLIC_ENDPOINTS = {
     "sandbox.message",
     "sandbox.simulated_inbound",
     "sandbox.faults",
+    "sandbox.account",
+    "sandbox.incoming_phone_numbers",
+    "sandbox.messaging_service",
 }
 # What a public endpoint answers to a request without any credentials.
 PUBLIC_ANSWERS = {
@@ -56,6 +59,9 @@ PUBLIC_ANSWERS = {
     ("sandbox.message", "DELETE"): 401,
     ("sandbox.simulated_inbound", "POST"): 401,
     ("sandbox.faults", "POST"): 401,
+    ("sandbox.account", "GET"): 401,
+    ("sandbox.incoming_phone_numbers", "GET"): 401,
+    ("sandbox.messaging_service", "GET"): 401,
 }
 
 

@@ -10,11 +10,10 @@ record, one outbound row pointing at it, and one finished job.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import IO, Any
 
 import pytest
 import requests
-from conftest import SECRET, make_settings
+from conftest import SECRET, database_url, make_settings, query
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.sandbox.state import inbound_form
@@ -122,6 +121,9 @@ def _child_env(db_path: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("TWILIO_")}
     env.update(ENV)
     env.update(DB_PATH=str(db_path), APP_PORT=str(port), PYTHONUNBUFFERED="1")
+    url = database_url(db_path)
+    if url:
+        env["DATABASE_URL"] = url
     return env
 
 
@@ -139,9 +141,8 @@ def procs(tmp_path: Path, db_path: Path) -> Iterator[Procs]:
 
 
 def _query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one read-only query on the SQLite file the processes share."""
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as c:
-        return c.execute(sql, params).fetchall()
+    """Run one read-only query on the database the processes share (SQLite or PostgreSQL)."""
+    return query(db_path, sql, *params)
 
 
 def _sandbox_sends(db_path: Path) -> int:
@@ -179,13 +180,13 @@ def _held_job(db_path: Path, pid: int, reply_of: dict[str, str]) -> tuple[int, s
     """Return the reply job worker `pid` holds (id, inbound sid, how far it got), if any."""
     held = _query(
         db_path,
-        "SELECT id, json_extract(payload, '$.message_id') FROM jobs "
-        "WHERE kind='reply' AND status='running' AND locked_by LIKE ?",
+        "SELECT id, payload FROM jobs WHERE kind='reply' AND status='running' AND locked_by LIKE ?",
         f"%:{pid}:%",
     )
     if not held:
         return None
-    job_id, message_id = held[0]
+    job_id, payload = held[0]
+    message_id = (json.loads(payload) if isinstance(payload, str) else payload)["message_id"]
     sid = str(_query(db_path, "SELECT sid FROM messages WHERE id=?", message_id)[0][0])
     row = _query(db_path, "SELECT sent_at FROM messages WHERE reply_to_sid=?", sid)
     accepted = _query(

@@ -11,7 +11,6 @@ message SIDs each: every database assertion is scoped to those.
 from __future__ import annotations
 
 import random
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Live, start_live, wait_for
+from conftest import Live, fresh_database, start_live, wait_for
 from sqlalchemy import or_, select
 from twilio.request_validator import RequestValidator
 
@@ -39,36 +38,40 @@ FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.example.com
 
 
 def _serve(
-    tmp_path_factory: pytest.TempPathFactory, template_db: Path, **overrides: Any
+    tmp_path_factory: pytest.TempPathFactory, template_db: Path | str, **overrides: Any
 ) -> Iterator[Live]:
-    path = tmp_path_factory.mktemp("webhooks") / "app.db"
-    shutil.copy(template_db, path)
-    live, server, thread = start_live(path, **overrides)
-    try:
-        yield live
-    finally:
-        time.sleep(0.1)  # let in-flight sandbox callbacks land before the database goes
-        server.shutdown()
-        thread.join(5)
-        server.server_close()
-        live.session.close()
-        live.db.dispose()
+    target = tmp_path_factory.mktemp("webhooks") / "app.db"
+    with fresh_database(target, template_db) as path:
+        live, server, thread = start_live(path, **overrides)
+        try:
+            yield live
+        finally:
+            time.sleep(0.1)  # let in-flight sandbox callbacks land before the database goes
+            server.shutdown()
+            thread.join(5)
+            server.server_close()
+            live.session.close()
+            live.db.dispose()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> Iterator[Live]:
+def server(tmp_path_factory: pytest.TempPathFactory, template_db: Path | str) -> Iterator[Live]:
     """The app in sandbox mode with default settings, shared by this module's tests."""
     yield from _serve(tmp_path_factory, template_db)
 
 
 @pytest.fixture(scope="module")
-def public_server(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> Iterator[Live]:
+def public_server(
+    tmp_path_factory: pytest.TempPathFactory, template_db: Path | str
+) -> Iterator[Live]:
     """The app told that Twilio reaches it at https://chat.example.com."""
     yield from _serve(tmp_path_factory, template_db, PUBLIC_BASE_URL=PUBLIC)
 
 
 @pytest.fixture(scope="module")
-def proxied_server(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> Iterator[Live]:
+def proxied_server(
+    tmp_path_factory: pytest.TempPathFactory, template_db: Path | str
+) -> Iterator[Live]:
     """The app behind one trusted reverse proxy, and no PUBLIC_BASE_URL."""
     yield from _serve(tmp_path_factory, template_db, TRUSTED_PROXY_COUNT="1")
 

@@ -367,6 +367,29 @@ def revoke_token(ctx: click.Context, token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
+# Set-up check ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the set-up: settings, database, Twilio, webhooks, public URL and OpenAI."""
+    from . import doctor as checks
+
+    root = ctx.find_root()
+    if isinstance(root.obj, Flask):
+        app = root.obj
+        settings = _settings(app)
+        results = checks.run_checks(lambda: settings, get_db(app), get_gateway(app))
+    else:  # a bad setting must be a FAIL line, not `error: bad setting`
+        results = checks.run_checks(load_settings)
+    for check in results:
+        click.echo(check.line())
+    click.echo(checks.summary(results))
+    if checks.failed(results):
+        ctx.exit(1)
+
+
 def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 

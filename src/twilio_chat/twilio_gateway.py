@@ -102,6 +102,39 @@ class RemoteMessage:
         }
 
 
+@dataclass(frozen=True)
+class RemoteAccount:
+    """The Twilio account the credentials belong to."""
+
+    sid: str
+    friendly_name: str
+    status: str  # active | suspended | closed
+    type: str  # Trial | Full
+
+
+@dataclass(frozen=True)
+class RemoteNumber:
+    """One of the account's phone numbers (an IncomingPhoneNumber) and its messaging webhooks."""
+
+    sid: str
+    phone_number: str
+    sms_url: str
+    sms_method: str
+    status_callback: str
+
+
+@dataclass(frozen=True)
+class RemoteService:
+    """A Messaging Service and where it sends inbound messages and status callbacks."""
+
+    sid: str
+    friendly_name: str
+    inbound_request_url: str
+    inbound_method: str
+    status_callback: str
+    use_inbound_webhook_on_number: bool
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -159,6 +192,9 @@ class TwilioGateway:
                 client.region = None
                 if self.settings.api_base_url:
                     client.api.base_url = self.settings.api_base_url
+                    if self.settings.sandbox:
+                        # The sandbox serves messaging.twilio.com's paths under /messaging.
+                        client.messaging.base_url = f"{self.settings.api_base_url}/messaging"
                 self._client = client
             return self._client
 
@@ -238,6 +274,54 @@ class TwilioGateway:
             self.client.messages(sid).delete()
         except Exception as exc:
             raise _error(exc) from None
+
+    def fetch_account(self) -> RemoteAccount:
+        """Fetch the account the credentials belong to (proves they work)."""
+        try:
+            a = self.client.api.v2010.accounts(self.settings.account_sid).fetch()
+        except Exception as exc:
+            raise _error(exc) from None
+        return RemoteAccount(
+            sid=str(a.sid or ""),
+            friendly_name=str(a.friendly_name or ""),
+            status=str(a.status or ""),
+            type=str(a.type or ""),
+        )
+
+    def find_number(self, phone_number: str) -> RemoteNumber | None:
+        """Return the account's IncomingPhoneNumber for this E.164 number, or None."""
+        try:
+            # Twilio's PhoneNumber filter also matches partial numbers: keep the exact one.
+            found = self.client.api.v2010.accounts(
+                self.settings.account_sid
+            ).incoming_phone_numbers.list(phone_number=phone_number, limit=50)
+        except Exception as exc:
+            raise _error(exc) from None
+        for n in found:
+            if n.phone_number == phone_number:
+                return RemoteNumber(
+                    sid=str(n.sid or ""),
+                    phone_number=str(n.phone_number),
+                    sms_url=str(n.sms_url or ""),
+                    sms_method=str(n.sms_method or "POST").upper(),
+                    status_callback=str(n.status_callback or ""),
+                )
+        return None
+
+    def fetch_messaging_service(self, sid: str) -> RemoteService:
+        """Fetch a Messaging Service (messaging.twilio.com/v1/Services/{sid})."""
+        try:
+            s = self.client.messaging.v1.services(sid).fetch()
+        except Exception as exc:
+            raise _error(exc) from None
+        return RemoteService(
+            sid=str(s.sid or ""),
+            friendly_name=str(s.friendly_name or ""),
+            inbound_request_url=str(s.inbound_request_url or ""),
+            inbound_method=str(s.inbound_method or "POST").upper(),
+            status_callback=str(s.status_callback or ""),
+            use_inbound_webhook_on_number=bool(s.use_inbound_webhook_on_number),
+        )
 
     def media_allowed(self, url: str) -> bool:
         """Tell whether a media URL is Twilio's (https, a Twilio host) or the sandbox's."""

@@ -1,5 +1,7 @@
 """HTTP face of the sandbox: Twilio's Messages endpoints under /sandbox/twilio.
 
+Also read-only Account, IncomingPhoneNumbers and Messaging Service endpoints (for the doctor).
+
 Authenticated like Twilio, with HTTP Basic (Account SID and auth token). Registered only in
 sandbox mode.
 """
@@ -97,6 +99,32 @@ def faults(account_sid: str) -> Any:
         raise SandboxError(400, 20001, "Status, Count and Code must be integers") from None
     inject_fault(current_app.extensions["db"], status, count, code)
     return jsonify({"status": status, "count": count, "code": code}), 201
+
+
+@bp.get(f"/{API_VERSION}/Accounts/<account_sid>.json")
+@public(BASIC_AUTH)
+def account(account_sid: str) -> Any:
+    """Fetch the sandbox's account (status active, friendly name "Sandbox")."""
+    _check_auth(account_sid)
+    return jsonify(get_sandbox().account())
+
+
+@bp.get(f"{BASE}/IncomingPhoneNumbers.json")
+@public(BASIC_AUTH)
+def incoming_phone_numbers(account_sid: str) -> Any:
+    """List the account's phone numbers: the sandbox's one number (filter `PhoneNumber`)."""
+    _check_auth(account_sid)
+    base_path = f"/{API_VERSION}/Accounts/{account_sid}/IncomingPhoneNumbers.json"
+    return jsonify(get_sandbox().list_numbers(request.args, base_path))
+
+
+@bp.get("/messaging/v1/Services/<sid>")
+@public(BASIC_AUTH)
+def messaging_service(sid: str) -> Any:
+    """Fetch a Messaging Service as messaging.twilio.com does (only the configured one exists)."""
+    settings = current_app.extensions["settings"]
+    _check_auth(settings.account_sid)
+    return jsonify(get_sandbox().messaging_service(sid))
 
 
 def _sample_png() -> bytes:

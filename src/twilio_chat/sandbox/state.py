@@ -7,8 +7,10 @@ Every other number goes ``queued`` → ``sent`` → ``delivered``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mimetypes
+import re
 import threading
 import time
 import uuid
@@ -32,6 +34,7 @@ from ..twilio_gateway import TwilioGateway
 
 log = logging.getLogger(__name__)
 API_VERSION = "2010-04-01"
+SANDBOX_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # when the sandbox's account and number "began"
 FAILING_SUFFIXES = {
     "0000": 30003,
     "0003": 30003,
@@ -308,6 +311,125 @@ class Sandbox:
                 "was not found",
             )
         return message
+
+    # Account, phone numbers, Messaging Service (read-only, for `twilio-chat doctor`) ------
+    def account(self) -> dict[str, Any]:
+        """Return the sandbox's account in Twilio's Account JSON."""
+        sid = self.settings.account_sid
+        uri = f"/{API_VERSION}/Accounts/{sid}.json"
+        return {
+            "auth_token": self.settings.auth_token,  # Twilio returns it to its own holder
+            "date_created": rfc2822(SANDBOX_EPOCH),
+            "date_updated": rfc2822(SANDBOX_EPOCH),
+            "friendly_name": "Sandbox",
+            "owner_account_sid": sid,
+            "sid": sid,
+            "status": "active",
+            "subresource_uris": {
+                "messages": uri.replace(".json", "/Messages.json"),
+                "incoming_phone_numbers": uri.replace(".json", "/IncomingPhoneNumbers.json"),
+            },
+            "type": "Full",
+            "uri": uri,
+        }
+
+    def number_json(self) -> dict[str, Any] | None:
+        """Return the sandbox's one phone number (our default From) as an IncomingPhoneNumber."""
+        number = self.settings.default_from
+        if not number:
+            return None
+        sid = "PN" + hashlib.sha256(number.encode()).hexdigest()[:32]
+        account = self.settings.account_sid
+        return {
+            "account_sid": account,
+            "address_requirements": "none",
+            "address_sid": None,
+            "api_version": API_VERSION,
+            "beta": False,
+            "capabilities": {"voice": False, "sms": True, "mms": True, "fax": False},
+            "date_created": rfc2822(SANDBOX_EPOCH),
+            "date_updated": rfc2822(SANDBOX_EPOCH),
+            "friendly_name": number,
+            "identity_sid": None,
+            "origin": "twilio",
+            "phone_number": number,
+            "sid": sid,
+            "sms_application_sid": "",
+            "sms_fallback_method": "POST",
+            "sms_fallback_url": "",
+            "sms_method": "POST",
+            "sms_url": f"{self.settings.base_url}/twilio/inbound",
+            "status": "in-use",
+            "status_callback": "",
+            "status_callback_method": "POST",
+            "trunk_sid": None,
+            "type": "local",
+            "uri": f"/{API_VERSION}/Accounts/{account}/IncomingPhoneNumbers/{sid}.json",
+            "voice_application_sid": "",
+            "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST",
+            "voice_fallback_url": "",
+            "voice_method": "POST",
+            "voice_url": "",
+        }
+
+    def list_numbers(self, args: Mapping[str, str], base_path: str) -> dict[str, Any]:
+        """List the account's phone numbers (filter `PhoneNumber`: partial, `*` any digit)."""
+        try:
+            page_size = int(args.get("PageSize") or 50)
+        except ValueError:
+            raise SandboxError(400, 20001, "PageSize must be an integer") from None
+        if not 1 <= page_size <= 1000:
+            raise SandboxError(400, 20001, "PageSize must be between 1 and 1000")
+        number = self.number_json()
+        numbers = [number] if number else []
+        wanted = args.get("PhoneNumber")
+        if wanted:
+            pattern = re.escape(wanted).replace(r"\*", r"\d")
+            numbers = [n for n in numbers if re.search(pattern, n["phone_number"])]
+        filters = {k: args[k] for k in ("PhoneNumber", "FriendlyName") if args.get(k)}
+        return {
+            "end": max(len(numbers) - 1, 0),
+            "first_page_uri": _uri(base_path, {**filters, "PageSize": str(page_size), "Page": "0"}),
+            "incoming_phone_numbers": numbers,
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": page_size,
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": _uri(base_path, {**args}),
+        }
+
+    def messaging_service(self, sid: str) -> dict[str, Any]:
+        """Return the configured Messaging Service (TWILIO_MESSAGING_SERVICE_SID); 404 otherwise."""
+        if sid != self.settings.twilio_messaging_service_sid:
+            raise SandboxError(404, 20404, f"The requested resource /Services/{sid} was not found")
+        url = f"https://messaging.twilio.com/v1/Services/{sid}"
+        return {
+            "account_sid": self.settings.account_sid,
+            "area_code_geomatch": True,
+            "date_created": SANDBOX_EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date_updated": SANDBOX_EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "fallback_method": "POST",
+            "fallback_to_long_code": True,
+            "fallback_url": None,
+            "friendly_name": "Sandbox Messaging Service",
+            "inbound_method": "POST",
+            "inbound_request_url": f"{self.settings.base_url}/twilio/inbound",
+            "links": {"phone_numbers": f"{url}/PhoneNumbers"},
+            "mms_converter": True,
+            "scan_message_content": "inherit",
+            "sid": sid,
+            "smart_encoding": True,
+            "status_callback": None,
+            "sticky_sender": True,
+            "synchronous_validation": True,
+            "url": url,
+            "us_app_to_person_registered": False,
+            "use_inbound_webhook_on_number": False,
+            "usecase": "undeclared",
+            "validity_period": 14400,
+        }
 
     # Status callbacks ---------------------------------------------------------------
     def _start_callbacks(self, sid: str, url: str | None, to: str, initial: str) -> None:
