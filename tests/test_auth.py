@@ -27,7 +27,8 @@ PUBLIC_ENDPOINTS = {
     "bootstrap.static",
     "i18n.switch",
     "sandbox.sample_media",
-    "healthz",
+    "health.healthz",
+    "health.readyz",
     "panel.login",
     "api.openapi",
     "webhooks.inbound",
@@ -46,7 +47,8 @@ PUBLIC_ANSWERS = {
     ("bootstrap.static", "GET"): 404,  # no such file here; the guard did not stop it
     ("i18n.switch", "GET"): 302,  # sets a language cookie and goes back
     ("sandbox.sample_media", "GET"): 401,  # no HTTP Basic
-    ("healthz", "GET"): 200,
+    ("health.healthz", "GET"): 200,
+    ("health.readyz", "GET"): 503,  # no worker heartbeat in this test
     ("panel.login", "GET"): 200,
     ("panel.login", "POST"): 401,  # no CSRF token, no password
     ("api.openapi", "GET"): 200,
@@ -154,7 +156,7 @@ def test_every_route_is_protected_unless_deliberately_public(live: Live) -> None
                 if is_public:
                     public_seen.add(rule.endpoint)
                     assert answer.status_code == PUBLIC_ANSWERS[(rule.endpoint, method)], where
-                elif path.startswith("/api/") or method != "GET":
+                elif path.startswith("/api/") or path == "/metrics" or method != "GET":
                     assert answer.status_code == 401, where
                     assert answer.json()["error"]["code"] == "unauthorized", where
                 else:

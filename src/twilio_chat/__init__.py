@@ -14,7 +14,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for these settings: wiring only, no I/O, no threads."""
-    from . import db, twilio_gateway, web
+    from . import db, logs, twilio_gateway, web
 
     settings = settings or load_settings()
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
         )
+    logs.init_app(app, settings)
     db.init_app(app, settings)
     twilio_gateway.init_app(app, settings)
     web.init_app(app, sandbox=settings.sandbox, production=production)

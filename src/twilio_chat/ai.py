@@ -14,6 +14,7 @@ from openai import OpenAI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .metrics import OPENAI_SECONDS
 from .models import Message
 from .reply_config import AISettings
 from .segments import count_segments
@@ -96,11 +97,12 @@ def complete(
     )
     where = config.base_url or "the OpenAI API"
     try:
-        answer = client.chat.completions.create(
-            model=config.model,
-            temperature=config.temperature,
-            messages=[{"role": t.role, "content": t.content} for t in turns],  # type: ignore[misc]
-        )
+        with OPENAI_SECONDS.time():
+            answer = client.chat.completions.create(
+                model=config.model,
+                temperature=config.temperature,
+                messages=[{"role": t.role, "content": t.content} for t in turns],  # type: ignore[misc]
+            )
     except openai.AuthenticationError:
         raise AIError(f"the API key was rejected by {where} (401)", "auth") from None
     except openai.APITimeoutError:

@@ -12,7 +12,7 @@ import click
 import requests
 from flask import Flask
 
-from . import ai, create_app, messaging, migrate, reply_config, sync, users
+from . import ai, create_app, logs, messaging, migrate, reply_config, sync, users
 from .db import get_db
 from .errors import AppError
 from .settings import Settings, SettingsError, is_e164, load_settings
@@ -89,6 +89,7 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
 
     app = _app(ctx)
     settings = _settings(app)
+    logs.setup_logging(settings)
     generated = _prepare(app)
     host = host or settings.app_host
     port = port or settings.app_port
@@ -147,6 +148,7 @@ def worker(ctx: click.Context) -> None:
     from .worker import Worker
 
     app = _app(ctx)
+    logs.setup_logging(_settings(app))
     reply_config.note_start(get_db(app), _settings(app))
     stop = threading.Event()
 

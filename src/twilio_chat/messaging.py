@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from . import jobs, replies
 from .db import Database
 from .errors import N_, InvalidInput, OptedOut, Upstream
+from .metrics import SENDS
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
 from .segments import count_segments
 from .settings import Settings, is_e164
@@ -470,10 +471,12 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
             content_sid=req.content_sid,
         )
     except TwilioError as exc:
+        SENDS.labels("refused", str(exc.code or "")).inc()
         _record_failure(db, message_id, sender, req.to, exc, keep_pending=not req.final_try)
         raise Upstream(
             N_("Twilio refused the message: %(reason)s"), exc.code, exc.status, reason=exc.message
         ) from None
+    SENDS.labels(remote.status, "").inc()
     return _record_sent(db, message_id, remote)
 
 

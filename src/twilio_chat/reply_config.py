@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import N_, InvalidInput
+from .logs import add_secret
 from .models import AIConfig, AutoReplyConfig, ReplyMode, utcnow
 from .settings import Settings, is_e164
 
@@ -124,6 +125,12 @@ class AISettings:
         }
 
 
+def _remembered(key: str | None) -> str | None:
+    """Note a stored key as a secret to scrub from logs, and return it."""
+    add_secret(key)
+    return key
+
+
 def get_auto_reply(session: Session) -> AutoReply:
     """Return the auto-reply config (disabled and empty until saved)."""
     row = session.get(AutoReplyConfig, 1)
@@ -166,7 +173,9 @@ def get_ai(session: Session, settings: Settings) -> AISettings:
         return env
     return AISettings(
         enabled=row.enabled,
-        api_key=decrypt_secret(settings, row.api_key_encrypted) if row.api_key_encrypted else None,
+        api_key=_remembered(decrypt_secret(settings, row.api_key_encrypted))
+        if row.api_key_encrypted
+        else None,
         model=row.model,
         temperature=row.temperature,
         system_prompt=row.system_prompt,

@@ -92,6 +92,8 @@ class Settings(BaseModel):
     job_retry_base_seconds: float = Field(50, ge=0, le=3600, alias="JOB_RETRY_BASE_SECONDS")
     sync_interval_seconds: int = Field(60, ge=0, le=86400, alias="SYNC_INTERVAL_SECONDS")
     sync_in_sandbox: bool = Field(False, alias="SYNC_IN_SANDBOX")
+    # Where gunicorn's processes share metrics (prometheus_client reads the same variable).
+    prometheus_multiproc_dir: str | None = Field(None, alias="PROMETHEUS_MULTIPROC_DIR")
     # Sandbox behaviour: seconds between the status callbacks it fires.
     sandbox_callback_delay: float = Field(0.05, ge=0, le=10, alias="SANDBOX_CALLBACK_DELAY")
 

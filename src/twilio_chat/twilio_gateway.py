@@ -21,6 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from .metrics import TWILIO_SECONDS
 from .settings import Settings
 from .twilio_errors import describe_error
 
@@ -222,14 +223,16 @@ class TwilioGateway:
         if content_sid:
             kwargs["content_sid"] = content_sid
         try:
-            return _remote(self.client.messages.create(**kwargs))
+            with TWILIO_SECONDS.labels("send").time():
+                return _remote(self.client.messages.create(**kwargs))
         except Exception as exc:  # TwilioRestException, or requests' connection errors
             raise _error(exc) from None
 
     def fetch(self, sid: str) -> RemoteMessage:
         """Fetch one message from Twilio."""
         try:
-            return _remote(self.client.messages(sid).fetch())
+            with TWILIO_SECONDS.labels("fetch").time():
+                return _remote(self.client.messages(sid).fetch())
         except Exception as exc:
             raise _error(exc) from None
 
@@ -264,14 +267,16 @@ class TwilioGateway:
     def redact(self, sid: str) -> RemoteMessage:
         """Erase a message's body at Twilio (update with Body="")."""
         try:
-            return _remote(self.client.messages(sid).update(body=""))
+            with TWILIO_SECONDS.labels("redact").time():
+                return _remote(self.client.messages(sid).update(body=""))
         except Exception as exc:
             raise _error(exc) from None
 
     def delete(self, sid: str) -> None:
         """Delete a message at Twilio."""
         try:
-            self.client.messages(sid).delete()
+            with TWILIO_SECONDS.labels("delete").time():
+                self.client.messages(sid).delete()
         except Exception as exc:
             raise _error(exc) from None
 

@@ -18,7 +18,7 @@ from . import ai, jobs, replies
 from .db import Database, get_db
 from .errors import AppError, Upstream
 from .messaging import SendRequest, send
-from .models import Message, utcnow
+from .models import Message, WorkerHeartbeat, utcnow
 from .settings import Settings
 from .sync import sync
 from .twilio_gateway import TwilioGateway, get_gateway
@@ -51,6 +51,7 @@ class Worker:
             else 0
         )
         self._next_sync = 0.0
+        self._next_heartbeat = 0.0
         self._first_sync = True
 
     def run_once(self) -> bool:
@@ -86,6 +87,7 @@ class Worker:
         log.info("worker %s started", self.id)
         while not stop.is_set():
             try:
+                self.heartbeat()
                 self.schedule_sync()
                 busy = self.run_once()
             except Exception:
@@ -94,6 +96,19 @@ class Worker:
             if not busy:
                 stop.wait(self.settings.worker_poll_seconds)
         log.info("worker %s stopped", self.id)
+
+    def heartbeat(self, every: float = 10.0) -> None:
+        """Record that this worker is alive (at most every `every` seconds); /readyz reads it."""
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + every
+        with self.db.session() as session:
+            row = session.get(WorkerHeartbeat, self.id[:64])
+            if row is None:
+                session.add(WorkerHeartbeat(worker_id=self.id[:64], seen_at=utcnow()))
+            else:
+                row.seen_at = utcnow()
 
     def schedule_sync(self) -> None:
         """Enqueue the periodic sync when due; the unique key lets one worker per period win."""

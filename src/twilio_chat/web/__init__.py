@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+from flask import Flask
 from flask_bootstrap import Bootstrap5
 
-from . import api, auth, config_api, errors, i18n, live, panel, security, webhooks
-from .auth import public
-
-
-@public("liveness probe; says nothing but 'ok'")
-def healthz() -> Response:
-    """Answer that the process is up."""
-    return jsonify({"status": "ok"})
-
+from . import api, auth, config_api, errors, health, i18n, live, panel, security, webhooks
 
 bootstrap = Bootstrap5()
 
@@ -31,7 +23,7 @@ def init_app(app: Flask, sandbox: bool, production: bool) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(config_api.bp)
     app.register_blueprint(panel.bp)
-    app.add_url_rule("/healthz", "healthz", healthz)
+    app.register_blueprint(health.bp)
     if sandbox:
         from ..sandbox.routes import bp as sandbox_bp
 

@@ -83,7 +83,7 @@ def _guard() -> Response | None:
     view = _current_view()
     if view is not None and getattr(view, "public_reason", None):
         return None
-    is_api = request.path.startswith("/api/")
+    is_api = request.path.startswith("/api/") or request.path == "/metrics"
     identity = _identify()
     if identity is None:
         if is_api or request.method != "GET":
