@@ -160,4 +160,12 @@ PL = {
     "filtered by the carrier": "odfiltrowana przez operatora",
     "unknown delivery error": "nieznany błąd doręczenia",
     "sender is an unregistered 10DLC number": "nadawca to niezarejestrowany numer 10DLC",
+    "Too many failed logins. Try again in %(minutes)d minutes.": "Zbyt wiele nieudanych logowań. Spróbuj ponownie za %(minutes)d min.",
+    "Audit log": "Dziennik zdarzeń",
+    "Who": "Kto",
+    "What": "Co",
+    "Target": "Czego dotyczy",
+    "Details": "Szczegóły",
+    "Address": "Adres",
+    "Nothing yet.": "Na razie nic.",
 }

@@ -12,7 +12,7 @@ import click
 import requests
 from flask import Flask
 
-from . import ai, create_app, logs, messaging, migrate, reply_config, sync, users
+from . import ai, audit, create_app, logs, messaging, migrate, reply_config, sync, users
 from .db import get_db
 from .errors import AppError
 from .settings import Settings, SettingsError, is_e164, load_settings
@@ -200,6 +200,7 @@ def send(
         source="cli",
     )
     message = messaging.send(get_db(app), get_gateway(app), _settings(app), req)
+    audit.record(get_db(app), "send", to, {"sid": message.sid, "source": "cli"}, actor="cli")
     click.echo(f"sent {message.sid} to {message.contact_number}: {message.status}")
 
 
@@ -338,6 +339,7 @@ def create_user(ctx: click.Context, username: str, password: str | None, admin: 
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     user = users.create_user(get_db(app), username, password, is_admin=admin)
+    audit.record(get_db(app), "create_user", user.username, {"admin": admin}, actor="cli")
     click.echo(f"created user {user.username}{' (admin)' if admin else ''}")
 
 
@@ -356,6 +358,7 @@ def create_token(ctx: click.Context, username: str, name: str, scopes: Sequence[
     """Create an API bearer token; the token alone is printed on the last line."""
     app = _app(ctx)
     row, token = users.create_token(get_db(app), username, name, tuple(scopes) or users.SCOPES)
+    audit.record(get_db(app), "create_token", username, {"token_id": row.id}, actor="cli")
     click.echo(f"token {row.id} for {username} (scopes: {row.scopes}); it is shown only once:")
     click.echo(token)
 

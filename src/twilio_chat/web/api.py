@@ -8,13 +8,13 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.wrappers import Response
 
-from .. import conversations, messaging, sync
+from .. import audit, conversations, messaging, sync
 from ..db import get_db
 from ..errors import N_, InvalidInput, NotFound
 from ..sandbox import get_sandbox
 from ..settings import Settings, is_e164
 from ..twilio_gateway import get_gateway
-from .auth import public, requires_scope
+from .auth import current_identity, public, requires_admin, requires_scope
 from .openapi import build_spec
 from .serialize import conversation_json, event_json, message_json
 
@@ -136,9 +136,10 @@ def send_message() -> tuple[Response, int]:
         content_sid=str_field(data, "content_sid") or None,
         messaging_service_sid=str_field(data, "messaging_service_sid") or None,
         use_messaging_service=bool_field(data, "use_messaging_service"),
-        source="api",
+        source="panel" if current_identity().via == "session" else "api",
     )
     message = messaging.send(get_db(), get_gateway(), _settings(), req)
+    audit.record(get_db(), "send", req.to, {"sid": message.sid, "source": req.source})
     return jsonify({"message": message_json(message)}), 201
 
 
@@ -204,6 +205,7 @@ def message_detail(sid: str) -> Response:
 def redact(sid: str) -> Response:
     """Erase a message's body at Twilio and here."""
     local = conversations.redact_message(get_db(), get_gateway(), sid)
+    audit.record(get_db(), "redact", sid)
     return jsonify(
         {"redacted": True, "sid": sid, "message": message_json(local) if local else None}
     )
@@ -214,6 +216,7 @@ def redact(sid: str) -> Response:
 def delete(sid: str) -> Response:
     """Delete a message at Twilio and here."""
     conversations.delete_message(get_db(), get_gateway(), sid)
+    audit.record(get_db(), "delete", sid)
     return jsonify({"deleted": True, "sid": sid})
 
 
@@ -260,6 +263,7 @@ def contact(participant: str) -> Response:
     if len(name) > 120:
         raise InvalidInput(N_("The name must be at most 120 characters."), field="name")
     row = conversations.set_name(get_db(), participant, name or None)
+    audit.record(get_db(), "contact_name", participant, {"name": row.name})
     return jsonify({"participant": participant, "name": row.name})
 
 
@@ -277,6 +281,31 @@ def simulate() -> tuple[Response, int]:
         str_field(data, "to") or None,
     )
     return jsonify(result), 201
+
+
+@bp.get("/audit")
+@requires_admin
+def audit_log() -> Response:
+    """The audit log, newest first (admins only)."""
+    limit = int_arg("limit", 100, 1, 500) or 100
+    events = audit.latest(get_db(), limit, int_arg("before", None, 1, 2**62))
+    return jsonify(
+        {
+            "events": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "detail": e.detail,
+                    "ip": e.ip,
+                }
+                for e in events
+            ],
+            "next_cursor": events[-1].id if len(events) == limit else None,
+        }
+    )
 
 
 @bp.get("/openapi.json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -21,6 +22,8 @@ from ..users import Identity, load_identity, verify_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SESSION_IDLE_SECONDS = 30 * 60
+SESSION_MAX_SECONDS = 8 * 3600
 
 
 def public(reason: str) -> Callable[[F], F]:
@@ -31,6 +34,13 @@ def public(reason: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def requires_admin(view: F) -> F:
+    """Mark a view as for admins only (and, with a token, the admin scope)."""
+    view.required_scope = "admin"  # type: ignore[attr-defined]
+    view.admin_only = True  # type: ignore[attr-defined]
+    return view
 
 
 def requires_scope(scope: str) -> Callable[[F], F]:
@@ -67,12 +77,35 @@ def _api_error(status: int, code: str, message: str) -> Response:
     return answer
 
 
+def start_session() -> None:
+    """Stamp a new login: the idle and absolute time-outs count from now."""
+    now = int(time.time())
+    session["login_at"] = now
+    session["seen_at"] = now
+
+
+def _session_alive() -> bool:
+    """Check the idle (30 min) and absolute (8 h) time-outs; refresh the idle clock."""
+    now = int(time.time())
+    login_at, seen_at = session.get("login_at"), session.get("seen_at")
+    if not isinstance(login_at, int) or not isinstance(seen_at, int):
+        return False
+    if now - seen_at > SESSION_IDLE_SECONDS or now - login_at > SESSION_MAX_SECONDS:
+        return False
+    if now - seen_at >= 30:  # rewriting the cookie on every request is not needed
+        session["seen_at"] = now
+    return True
+
+
 def _identify() -> Identity | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return verify_token(get_db(), header[7:].strip())
     user_id = session.get("user_id")
     if isinstance(user_id, int):
+        if not _session_alive():
+            session.clear()
+            return None
         return load_identity(get_db(), user_id)
     return None
 
@@ -94,6 +127,8 @@ def _guard() -> Response | None:
     scope = getattr(view, "required_scope", None)
     if scope and scope not in identity.scopes:
         return _api_error(403, "forbidden", f"this token lacks the {scope!r} scope")
+    if getattr(view, "admin_only", False) and not identity.is_admin:
+        return _api_error(403, "forbidden", "only admins can see this")
     g.identity = identity
     return None
 

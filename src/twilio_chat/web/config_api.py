@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from werkzeug.wrappers import Response
 
-from .. import ai, conversations, reply_config
+from .. import ai, audit, conversations, reply_config
 from ..db import get_db
 from ..errors import AppError, InvalidInput
 from ..settings import Settings, is_e164
@@ -52,7 +52,9 @@ def auto_reply_get() -> Response:
 @requires_scope("admin")
 def auto_reply_save() -> Response:
     """Save the auto-reply config (enabling it switches AI off)."""
-    reply_config.save_auto_reply(get_db(), _settings(), json_body())
+    data = json_body()
+    reply_config.save_auto_reply(get_db(), _settings(), data)
+    audit.record(get_db(), "config_auto_reply", None, {"fields": sorted(data)})
     return jsonify(_configs()["auto_reply"])
 
 
@@ -67,7 +69,9 @@ def ai_get() -> Response:
 @requires_scope("admin")
 def ai_save() -> Response:
     """Save the AI config (enabling it switches the auto-reply off)."""
-    reply_config.save_ai(get_db(), _settings(), json_body())
+    data = json_body()
+    reply_config.save_ai(get_db(), _settings(), data)
+    audit.record(get_db(), "config_ai", None, {"fields": sorted(data)})  # names, never values
     return jsonify(_configs()["ai"])
 
 
@@ -109,6 +113,7 @@ def pause(participant: str) -> Response:
     if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 525600:
         raise InvalidInput("'minutes' must be a whole number from 1 to 525600", field="minutes")
     until = conversations.set_pause(get_db(), participant, minutes)
+    audit.record(get_db(), "pause", participant, {"minutes": minutes})
     return jsonify(
         {"participant": participant, "replies_paused_until": until and until.isoformat()}
     )
@@ -121,4 +126,5 @@ def resume(participant: str) -> Response:
     if not is_e164(participant):
         raise InvalidInput("participant must be a phone number in E.164 form", "participant")
     conversations.set_pause(get_db(), participant, None)
+    audit.record(get_db(), "resume", participant)
     return jsonify({"participant": participant, "replies_paused_until": None})

@@ -300,6 +300,17 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/api/audit": {
+            "get": {
+                "summary": "The audit log, newest first (admins; token scope admin)",
+                "operationId": "auditLog",
+                "parameters": [
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "How many"),
+                    CURSOR,
+                ],
+                "responses": {"200": {"description": "Events"}, "401": ERROR, "403": ERROR},
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document",

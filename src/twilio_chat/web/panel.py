@@ -17,14 +17,14 @@ from flask import (
 from flask_babel import gettext
 from werkzeug.wrappers import Response
 
-from .. import conversations, messaging, reply_config, stats
+from .. import audit, conversations, messaging, reply_config, stats, throttle
 from ..db import get_db
 from ..errors import NotFound
 from ..settings import Settings, is_e164
 from ..twilio_errors import describe_error
 from ..twilio_gateway import MediaRefused, get_gateway
 from ..users import authenticate
-from .auth import csrf_ok, csrf_token, current_identity, public
+from .auth import csrf_ok, csrf_token, current_identity, public, start_session
 
 bp = Blueprint("panel", __name__)
 SIMULATOR_PHONE = "+15551230001"
@@ -75,28 +75,38 @@ def _cursor() -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @public("the login form itself")
 def login() -> str | Response | tuple[str, int]:
-    """Show the login form and log a user in."""
+    """Show the login form and log a user in (throttled per IP and per account)."""
     error = None
     username = ""
+    status = 200
     if request.method == "POST":
         username = request.form.get("username", "")
+        ip = request.remote_addr or "-"
+        wait = throttle.wait_seconds(get_db(), ip, username)
         if not csrf_ok():
-            error = gettext("Your session expired; please try again.")
+            error, status = gettext("Your session expired; please try again."), 401
+        elif wait:
+            minutes = max(1, -(-wait // 60))
+            error = gettext(
+                "Too many failed logins. Try again in %(minutes)d minutes.", minutes=minutes
+            )
+            status = 429
         else:
             identity = authenticate(get_db(), username, request.form.get("password", ""))
             if identity is not None:
                 session.clear()
                 session["user_id"] = identity.user_id
+                start_session()
                 csrf_token()
+                audit.record(get_db(), "login", identity.username, actor=identity.username)
                 return redirect(safe_next(request.args.get("next")))
-            error = gettext("Wrong username or password.")
-        page = render_template(
-            "login.html", error=error, username=username, csrf=csrf_token(), user=None
-        )
-        return page, 401
-    return render_template(
+            throttle.record_failure(get_db(), ip, username)
+            audit.record(get_db(), "login_failed", username[:64], actor=username[:64] or "-")
+            error, status = gettext("Wrong username or password."), 401
+    page = render_template(
         "login.html", error=error, username=username, csrf=csrf_token(), user=None
     )
+    return (page, status) if status != 200 else page
 
 
 @bp.post("/logout")
@@ -265,3 +275,11 @@ def media() -> Response:
     answer.headers["Cache-Control"] = "private, max-age=3600"
     answer.headers["Content-Disposition"] = "inline"
     return answer
+
+
+@bp.get("/audit")
+def audit_page() -> str:
+    """Show the audit log (admins only)."""
+    if not current_identity().is_admin:
+        abort(403)
+    return _page("audit.html", events=audit.latest(get_db(), 200))
