@@ -164,10 +164,16 @@ def parse_media(form: Mapping[str, str]) -> list[dict[str, str]]:
     return media
 
 
-def record_inbound(db: Database, settings: Settings, form: Mapping[str, str]) -> InboundResult:
+def record_inbound(
+    db: Database,
+    settings: Settings,
+    form: Mapping[str, str],
+    received_at: datetime | None = None,
+) -> InboundResult:
     """Store an inbound webhook's message once per sid, update the ledger, enqueue its reply.
 
     The message, the contact summary, the ledger and the job are written in one transaction.
+    `received_at` is when the webhook arrived, if that was earlier (a spooled webhook).
     """
     with db.session() as session:
         return store_inbound(
@@ -183,6 +189,7 @@ def record_inbound(db: Database, settings: Settings, form: Mapping[str, str]) ->
                 num_segments=_int(form.get("NumSegments"), 1),
                 account_sid=form.get("AccountSid"),
                 opt_out_type=form.get("OptOutType") or None,
+                received_at=received_at,
             ),
         )
 

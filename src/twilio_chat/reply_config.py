@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database
@@ -202,8 +203,13 @@ def _note_mode(session: Session, settings: Settings) -> None:
     mode = current_mode(session, settings)
     row = session.get(ReplyMode, 1)
     if row is None:
-        session.add(ReplyMode(id=1, mode=mode, since=utcnow()))
-    elif row.mode != mode:
+        try:
+            with session.begin_nested():  # another process starting at once may win the race
+                session.add(ReplyMode(id=1, mode=mode, since=utcnow()))
+            return
+        except IntegrityError:
+            row = session.get_one(ReplyMode, 1)
+    if row.mode != mode:
         row.mode = mode
         row.since = utcnow()
 

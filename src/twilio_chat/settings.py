@@ -80,6 +80,8 @@ class Settings(BaseModel):
     app_port: int = Field(3000, ge=1, le=65535, alias="APP_PORT")
     db_path: str = Field("data/app.db", min_length=1, alias="DB_PATH")
     database_url: str | None = Field(None, alias="DATABASE_URL")
+    # Where webhooks wait when the database cannot take them (see spool.py); default below.
+    spool_dir: str | None = Field(None, alias="SPOOL_DIR")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
     secret_key: SecretStr | None = Field(None, alias="SECRET_KEY")
     admin_username: str = Field("admin", min_length=1, max_length=64, alias="ADMIN_USERNAME")
@@ -196,6 +198,13 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.db_path}"
+
+    @property
+    def spool_path(self) -> Path:
+        """Return the webhook spool's folder: SPOOL_DIR, else `spool` beside the SQLite file."""
+        if self.spool_dir:
+            return Path(self.spool_dir)
+        return Path(self.db_path).parent / "spool"
 
     @property
     def secret_bytes(self) -> bytes:

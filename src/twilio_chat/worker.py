@@ -9,21 +9,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import ai, jobs, replies
+from . import ai, jobs, messaging, replies, spool
 from .db import Database, get_db
 from .errors import AppError, Upstream
 from .messaging import SendRequest, send
-from .models import Message, WorkerHeartbeat, utcnow
+from .models import Message, StatusEvent, WorkerHeartbeat, utcnow
 from .settings import Settings
 from .sync import sync
 from .twilio_gateway import TwilioGateway, get_gateway
 
 log = logging.getLogger(__name__)
+
+SPOOL_REPLAY_SECONDS = 1.0  # how often the worker looks at the webhook spool
+MAX_ERROR_PAUSE_SECONDS = 2.0  # the longest pause between tries while the loop keeps failing
+QUIET_ERROR_LOG_SECONDS = 30.0  # while the database stays away, say so at most this often
 
 
 class PermanentJobError(Exception):
@@ -53,6 +57,8 @@ class Worker:
         self._next_sync = 0.0
         self._next_heartbeat = 0.0
         self._first_sync = True
+        self._next_replay = 0.0
+        self._next_error_log = 0.0
 
     def run_once(self) -> bool:
         """Claim and run one job; tell whether there was one."""
@@ -83,19 +89,101 @@ class Worker:
         return True
 
     def run(self, stop: threading.Event) -> None:
-        """Run jobs until `stop` is set, sleeping briefly when there is nothing to do."""
+        """Run jobs until `stop` is set, sleeping briefly when there is nothing to do.
+
+        Nothing stops the loop but `stop`: while the database is away every step fails, and the
+        loop retries with a pause that doubles up to MAX_ERROR_PAUSE_SECONDS.
+        """
         log.info("worker %s started", self.id)
+        failures = 0
         while not stop.is_set():
             try:
                 self.heartbeat()
                 self.schedule_sync()
+                self.replay_spool()
                 busy = self.run_once()
-            except Exception:
-                log.exception("worker loop error; retrying")
+            except Exception as exc:
+                failures += 1
+                self._log_loop_error(exc, failures)
                 busy = False
+            else:
+                if failures:
+                    log.info("worker loop recovered after %d failed rounds", failures)
+                failures = 0
             if not busy:
-                stop.wait(self.settings.worker_poll_seconds)
+                stop.wait(self._pause(failures))
         log.info("worker %s stopped", self.id)
+
+    def _pause(self, failures: int) -> float:
+        poll = self.settings.worker_poll_seconds
+        if not failures:
+            return poll
+        return max(poll, min(poll * (1 << min(failures, 16)), MAX_ERROR_PAUSE_SECONDS))
+
+    def _log_loop_error(self, exc: Exception, failures: int) -> None:
+        """Log a loop error; while the database stays away, one short line every 30 s."""
+        now = time.monotonic()
+        if failures == 1 or not spool.database_unavailable(exc):
+            log.exception("worker loop error; retrying")
+        elif now >= self._next_error_log:
+            log.warning(
+                "worker loop: the database is still unavailable (%s); retrying",
+                type(getattr(exc, "orig", None) or exc).__name__,
+            )
+        else:
+            return
+        self._next_error_log = now + QUIET_ERROR_LOG_SECONDS
+
+    def replay_spool(self, force: bool = False) -> spool.ReplayResult | None:
+        """Store the webhooks spooled while the database was away (at most once a second).
+
+        Replaying is idempotent: inbound messages are stored once per MessageSid, and a status
+        callback already kept (same sid and status) is skipped. Returns None when not due or
+        when the spool is empty.
+        """
+        now = time.monotonic()
+        if not force and now < self._next_replay:
+            return None
+        self._next_replay = now + SPOOL_REPLAY_SECONDS
+        folder = self.settings.spool_path
+        if not spool.pending(folder):
+            return None
+        result = spool.replay(folder, self._replay_entry)
+        if result.replayed or result.set_aside:
+            log.info("spool: %d webhooks replayed, %d set aside", result.replayed, result.set_aside)
+        if result.error is not None and now >= self._next_error_log:
+            self._next_error_log = now + QUIET_ERROR_LOG_SECONDS
+            log.warning(
+                "spool: replay stopped, the database is unavailable (%s); retrying",
+                type(getattr(result.error, "orig", None) or result.error).__name__,
+            )
+        return result
+
+    def _replay_entry(self, entry: spool.Entry) -> None:
+        """Store one spooled webhook; a database outage stops the replay, anything else is bad."""
+        try:
+            if entry.kind == "inbound":
+                messaging.record_inbound(
+                    self.db, self.settings, entry.form, received_at=_arrival(entry.at)
+                )
+            elif not self._status_kept(entry.form):
+                messaging.record_status(self.db, entry.form, entry.mid)
+        except Exception as exc:
+            if spool.database_unavailable(exc):
+                raise
+            log.exception("spool: %s webhook %s failed", entry.kind, entry.form.get("MessageSid"))
+            raise spool.BadEntry(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def _status_kept(self, form: dict[str, str]) -> bool:
+        """Tell whether this status callback (sid and status) is already kept as an event."""
+        status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+        with self.db.read() as session:
+            found = session.scalar(
+                select(StatusEvent.id)
+                .where(StatusEvent.message_sid == form["MessageSid"], StatusEvent.status == status)
+                .limit(1)
+            )
+        return found is not None
 
     def heartbeat(self, every: float = 10.0) -> None:
         """Record that this worker is alive (at most every `every` seconds); /readyz reads it."""
@@ -185,6 +273,15 @@ class Worker:
                 final_try=job.attempt >= job.max_attempts,
             ),
         )
+
+
+def _arrival(value: str) -> datetime | None:
+    """Parse a spooled webhook's arrival time (None if unreadable)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def start_thread(app: Flask) -> tuple[threading.Thread, threading.Event]:

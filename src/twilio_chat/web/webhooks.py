@@ -1,16 +1,24 @@
-"""Twilio's webhooks: verify the signature, store, enqueue, and answer at once."""
+"""Twilio's webhooks: verify the signature, store, enqueue, and answer at once.
+
+Twilio does not retry a webhook answered 5xx: when the database cannot take one, it is spooled
+to a local file (see spool.py), answered 200, and stored by a worker once the database is back.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, request
+import logging
 
-from .. import messaging
+from flask import Blueprint, Response, abort, current_app, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import messaging, spool
 from ..db import get_db
 from ..metrics import DELIVERIES, WEBHOOKS
 from ..settings import Settings
 from ..twilio_gateway import get_gateway
 from .auth import public
 
+log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 
@@ -48,13 +56,48 @@ def _twiml() -> Response:
     return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 
+def _spool(kind: str, error: SQLAlchemyError) -> Response:
+    """Keep a webhook the database could not take in the spool and acknowledge it.
+
+    If even the spool cannot be written, answer 503: Twilio will not retry it, but a 200 would
+    claim a text was kept that is lost.
+    """
+    settings: Settings = current_app.extensions["settings"]
+    sid = request.form.get("MessageSid", "")
+    reason = type(getattr(error, "orig", None) or error).__name__
+    try:
+        spool.append(settings.spool_path, kind, request.form, request.args)
+    except OSError as exc:
+        WEBHOOKS.labels(kind, "spool_failed").inc()
+        log.error(
+            "database unavailable (%s) and the spool cannot be written (%s: %s); "
+            "%s webhook %s answered 503",
+            reason,
+            type(exc).__name__,
+            exc.strerror or exc,
+            kind,
+            sid,
+        )
+        abort(503, "the database is unavailable and the webhook could not be kept")
+    WEBHOOKS.labels(kind, "spooled").inc()
+    log.warning("database unavailable (%s); %s webhook %s spooled for replay", reason, kind, sid)
+    return _twiml()
+
+
 @bp.post("/inbound")
 @public("Twilio request signature")
 def inbound() -> Response:
     """Store an inbound message (once per MessageSid) and enqueue its answer."""
     verify_signature("inbound")
     _require("inbound", "MessageSid", "From")
-    result = messaging.record_inbound(get_db(), current_app.extensions["settings"], request.form)
+    try:
+        result = messaging.record_inbound(
+            get_db(), current_app.extensions["settings"], request.form
+        )
+    except SQLAlchemyError as exc:
+        if not spool.database_unavailable(exc):
+            raise
+        return _spool("inbound", exc)
     WEBHOOKS.labels("inbound", "stored" if result.created else "duplicate").inc()
     return _twiml()
 
@@ -68,9 +111,17 @@ def status() -> Response:
     if not (request.form.get("MessageStatus") or request.form.get("SmsStatus")):
         WEBHOOKS.labels("status", "bad_request").inc()
         abort(400, "missing MessageStatus")
-    mid = request.args.get("mid", "")
-    known = messaging.record_status(get_db(), request.form, int(mid) if mid.isdigit() else None)
-    WEBHOOKS.labels("status", "stored" if known else "unmatched").inc()
+    try:
+        known = messaging.record_status(
+            get_db(), request.form, spool.parse_mid(request.args.get("mid"))
+        )
+    except SQLAlchemyError as exc:
+        if not spool.database_unavailable(exc):
+            raise
+        answer = _spool("status", exc)
+    else:
+        WEBHOOKS.labels("status", "stored" if known else "unmatched").inc()
+        answer = _twiml()
     status_name = (request.form.get("MessageStatus") or request.form.get("SmsStatus") or "").lower()
     DELIVERIES.labels(status_name, request.form.get("ErrorCode") or "").inc()
-    return _twiml()
+    return answer
