@@ -23,12 +23,17 @@ $(CHROMIUM):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
 	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-# The whole suite on SQLite; then again on PostgreSQL when TEST_DATABASE_URL is set.
+# The whole suite on SQLite; then again on PostgreSQL when TEST_DATABASE_URL is set. The quick
+# tests run in two processes; the slow ones (real processes, a browser-free load) one at a time.
+PYTEST_QUICK := $(BIN)/pytest -m "not slow" -n 2 --dist loadfile
+PYTEST_SLOW := $(BIN)/pytest -m slow -p no:xdist
+
 test: $(STAMP) $(CHROMIUM)
-	env -u TEST_DATABASE_URL $(BIN)/pytest
+	env -u TEST_DATABASE_URL $(PYTEST_QUICK)
+	env -u TEST_DATABASE_URL $(PYTEST_SLOW)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \
 	  echo "== the same suite on PostgreSQL ($$TEST_DATABASE_URL) =="; \
-	  $(BIN)/pytest; \
+	  $(PYTEST_QUICK) && $(PYTEST_SLOW); \
 	fi
 
 lint: $(STAMP)

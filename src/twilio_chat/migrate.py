@@ -18,7 +18,10 @@ def alembic_config(db: Database) -> Config:
     """Return an Alembic config pointing at the packaged migrations and this database."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", db.url.render_as_string(hide_password=False))
+    # configparser interpolates "%": escape it (URL-encoded passwords and options have it)
+    cfg.set_main_option(
+        "sqlalchemy.url", db.url.render_as_string(hide_password=False).replace("%", "%%")
+    )
     return cfg
 
 
