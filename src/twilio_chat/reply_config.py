@@ -378,18 +378,9 @@ def save_ai(db: Database, settings: Settings, data: dict[str, Any]) -> AISetting
             row = fresh
             session.add(row)
         else:
-            for column in (
-                "enabled",
-                "api_key_encrypted",
-                "model",
-                "temperature",
-                "system_prompt",
-                "target_number",
-                "history_limit",
-                "max_segments",
-                "base_url",
-                "fallback_text",
-            ):
+            # The stored columns are the config's fields, with the key kept encrypted.
+            for field in AI_FIELDS:
+                column = "api_key_encrypted" if field == "api_key" else field
                 setattr(row, column, getattr(fresh, column))
         row.saved = True
         if enabled and not was_enabled:
