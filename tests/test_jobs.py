@@ -193,3 +193,18 @@ def test_a_try_that_failed_before_twilio_is_sent_on_retry(live: Live) -> None:
     assert [m["body"] for m in sandbox_sends(live)] == ["Echo: knock knock"]
     row = reply_row(live, sid)
     assert row is not None and row.sid is not None
+
+
+def test_a_worker_that_lost_its_lease_does_not_send(live: Live) -> None:
+    from twilio_chat.worker import Worker
+
+    inbound(live, "slow worker")
+    stale = Worker(live.app, name="stale")
+    claimed = jobs.claim(live.db, stale.id, lease_seconds=60)
+    assert claimed is not None
+    # Its lease ran out and another worker took the job over meanwhile.
+    with live.db.session() as session:
+        session.execute(update(Job).values(locked_by="successor"))
+    stale._reply(claimed)
+    assert sandbox_sends(live) == []
+    assert jobs.renew(live.db, claimed.id, "successor", 60)

@@ -79,6 +79,16 @@ def claim(db: Database, worker_id: str, lease_seconds: int) -> ClaimedJob | None
         return ClaimedJob(job.id, job.kind, dict(job.payload), job.attempts, job.max_attempts)
 
 
+def renew(db: Database, job_id: int, worker_id: str, lease_seconds: int) -> bool:
+    """Extend this worker's lease on a job; False if the job is no longer this worker's."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.locked_by != worker_id or job.status != "running":
+            return False
+        job.lease_until = utcnow() + timedelta(seconds=lease_seconds)
+        return True
+
+
 def complete(db: Database, job_id: int, worker_id: str) -> None:
     """Mark a job done (only if this worker still holds it)."""
     with db.session() as session:

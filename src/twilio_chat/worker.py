@@ -261,6 +261,11 @@ class Worker:
                 text = decision.ai.fallback_text
         if not text:
             return
+        # The AI call may have taken long: make sure the job is still ours, with a fresh lease
+        # for the Twilio call, so a worker that stalled never sends beside its successor.
+        if not jobs.renew(self.db, job.id, self.id, self.settings.job_lease_seconds):
+            log.warning("job %s: lease lost before sending; another worker has it", job.id)
+            return
         send(
             self.db,
             self.gateway,
