@@ -172,21 +172,13 @@ def get_ai(session: Session, settings: Settings) -> AISettings:
             # Switched off by enabling the auto-reply, before any AI save: that decision holds.
             return AISettings(**{**env.__dict__, "enabled": False})
         return env
-    return AISettings(
-        enabled=row.enabled,
-        api_key=_remembered(decrypt_secret(settings, row.api_key_encrypted))
+    key = (
+        _remembered(decrypt_secret(settings, row.api_key_encrypted))
         if row.api_key_encrypted
-        else None,
-        model=row.model,
-        temperature=row.temperature,
-        system_prompt=row.system_prompt,
-        target_number=row.target_number,
-        history_limit=row.history_limit,
-        max_segments=row.max_segments,
-        base_url=row.base_url,
-        fallback_text=row.fallback_text,
-        sources=dict.fromkeys(AI_FIELDS, "stored"),
+        else None
     )
+    plain = {field: getattr(row, field) for field in AI_FIELDS if field != "api_key"}
+    return AISettings(**plain, api_key=key, sources=dict.fromkeys(AI_FIELDS, "stored"))
 
 
 def current_mode(session: Session, settings: Settings) -> str:
@@ -277,19 +269,9 @@ def _switch_ai_off(session: Session, settings: Settings) -> None:
 
 
 def _new_ai_row(settings: Settings, ai: AISettings) -> AIConfig:
-    return AIConfig(
-        id=1,
-        enabled=ai.enabled,
-        api_key_encrypted=encrypt_secret(settings, ai.api_key) if ai.api_key else None,
-        model=ai.model,
-        temperature=ai.temperature,
-        system_prompt=ai.system_prompt,
-        target_number=ai.target_number,
-        history_limit=ai.history_limit,
-        max_segments=ai.max_segments,
-        base_url=ai.base_url,
-        fallback_text=ai.fallback_text,
-    )
+    plain = {field: getattr(ai, field) for field in AI_FIELDS if field != "api_key"}
+    key = encrypt_secret(settings, ai.api_key) if ai.api_key else None
+    return AIConfig(id=1, api_key_encrypted=key, **plain)
 
 
 def _opt_str(data: dict[str, Any], name: str, current: str | None, max_len: int) -> str | None:
