@@ -218,13 +218,22 @@ def live_factory(db_path: Path) -> Iterator[Callable[..., Live]]:
         return live
 
     yield factory
-    time.sleep(0.1)  # let in-flight sandbox callbacks land before the database goes
+    settle_sandbox_callbacks()
     for server, thread, live in started:
         server.shutdown()
         thread.join(5)
         server.server_close()
         live.session.close()
         get_db(live.app).dispose()
+
+
+def settle_sandbox_callbacks(timeout: float = 5.0) -> None:
+    """Wait for the sandbox's status-callback threads, so none opens a connection after the
+    test's database is disposed of (a connection left to the garbage collector is a warning)."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith("sandbox-"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ message SIDs each: every database assertion is scoped to those.
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Live, fresh_database, start_live, wait_for
+from conftest import Live, fresh_database, settle_sandbox_callbacks, start_live, wait_for
 from sqlalchemy import or_, select
 from twilio.request_validator import RequestValidator
 
@@ -46,7 +45,7 @@ def _serve(
         try:
             yield live
         finally:
-            time.sleep(0.1)  # let in-flight sandbox callbacks land before the database goes
+            settle_sandbox_callbacks()
             server.shutdown()
             thread.join(5)
             server.server_close()
