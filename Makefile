@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format typecheck clean translations
+.PHONY: run test lint format typecheck clean translations bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The benchmarks (bench/README.md): wrk from Debian drives the ingest benchmark. BENCH=name runs one.
+WRK := /usr/bin/wrk
+$(WRK):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk \
+	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
+
+bench: $(STAMP) $(WRK)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH)
 
 # Extract the panel's texts and rebuild the Polish catalog from tools/pl.py.
 translations: $(STAMP)

@@ -102,9 +102,9 @@ def post_worker_init(worker: Any) -> None:
     from twilio_chat.worker import start_thread
 
     app = worker.wsgi
-    if not isinstance(app, Flask):
+    settings = app.extensions.get("settings") if isinstance(app, Flask) else None
+    if settings is None:  # another app under this config (bench/bare.py, the ceiling)
         return
-    settings = app.extensions["settings"]
     setup_logging(settings)  # the app's own log lines: JSON in production, secrets scrubbed
     if settings.worker_enabled:
         worker.reply_worker = start_thread(app)

@@ -1,0 +1,230 @@
+"""Benchmark 1, ingest: signed inbound webhooks per second against the framework's ceiling.
+
+gunicorn with the production config (gunicorn.conf.py) serves the app on 127.0.0.1 with SQLite;
+wrk, in its own process, posts pre-signed webhooks for a fixed time at a fixed concurrency, and
+one request in ten replays an earlier sid (as Twilio does when it retries). Afterwards every
+distinct sid must be stored once and have one reply job. The same gunicorn config then serves a
+bare Flask app that only parses the form (bench/bare.py): the ceiling on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from twilio.request_validator import RequestValidator
+
+from .common import (
+    BENCH,
+    Figure,
+    app_env,
+    at_least,
+    at_most,
+    equal,
+    free_port,
+    gunicorn,
+    log,
+    twilio_chat,
+    write_result,
+)
+
+LUA = BENCH / "wrk" / "inbound.lua"
+REPLAY_SHARE = 0.10
+OUR_NUMBER = "+15005550006"
+
+
+def make_payloads(
+    folder: Path, url: str, token: str, threads: int, per_thread: int
+) -> list[list[str]]:
+    """Write payloads-<n>.txt for each wrk thread; return each thread's sids in order."""
+    validator = RequestValidator(token)
+    rng = random.Random(20261125)
+    every: list[list[str]] = []
+    for thread in range(threads):
+        sids: list[str] = []
+        lines: list[str] = []
+        signed: list[str] = []
+        for i in range(per_thread):
+            if i >= 10 and rng.random() < REPLAY_SHARE:
+                replay = rng.randrange(len(signed))
+                lines.append(signed[replay])
+                sids.append(sids[replay])
+                continue
+            sid = f"SM{thread:04x}{i:028x}"
+            sender = f"+1555{rng.randrange(1_000_000, 2_000_000):07d}"
+            form = {
+                "ToCountry": "US",
+                "SmsMessageSid": sid,
+                "NumMedia": "0",
+                "SmsSid": sid,
+                "SmsStatus": "received",
+                "Body": f"Hello, is the shop open today? ({i})",
+                "FromCountry": "US",
+                "To": OUR_NUMBER,
+                "NumSegments": "1",
+                "MessageSid": sid,
+                "AccountSid": "AC" + "0" * 32,
+                "From": sender,
+                "ApiVersion": "2010-04-01",
+            }
+            line = f"{validator.compute_signature(url, form)}\t{urlencode(form)}"
+            lines.append(line)
+            signed.append(line)
+            sids.append(sid)
+        (folder / f"payloads-{thread}.txt").write_text("\n".join(lines) + "\n")
+        every.append(sids)
+    return every
+
+
+def run_wrk(url: str, folder: Path, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+    """Run wrk against url with the payloads in folder; return its JSON summary."""
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(folder),
+        "/twilio/inbound",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)  # noqa: S603
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON "))
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+    return result
+
+
+def profile(pid: int, folder: Path, seconds: int) -> subprocess.Popen[bytes]:
+    """Record one process with py-spy (collapsed stacks in folder/profile.txt)."""
+    out = folder / "profile.txt"
+    log(f"profiling pid {pid} into {out}")
+    argv = ["py-spy", "record", "--format", "raw", "-o", str(out), "-d", str(seconds)]
+    return subprocess.Popen([*argv, "-p", str(pid)], stdout=subprocess.DEVNULL)  # noqa: S603
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Turn wrk's counters into requests per second, milliseconds and an error count."""
+    seconds = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {
+        "requests": raw["requests"],
+        "per_second": round(raw["requests"] / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "errors": errors,
+        "error_kinds": {k: raw[k] for k in ("connect", "read", "write", "status", "timeout")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ingest benchmark and write its result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20, help="how long each load runs")
+    parser.add_argument("--connections", type=int, default=16, help="wrk's concurrency")
+    parser.add_argument("--threads", type=int, default=1, help="wrk's threads")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--profile", action="store_true", help="record the app's first worker with py-spy"
+    )
+    parser.add_argument("--skip-ceiling", action="store_true", help="measure the app only")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: wrk is not installed (apt-get install wrk; `make bench` does it)")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    port = free_port()
+    db_path = work / "app.db"
+    env = app_env(port, db_path, WORKER_ENABLED="false")
+    twilio_chat(env, "prepare")
+    from twilio_chat.settings import build_settings
+
+    token = build_settings(env).auth_token
+    url = f"http://127.0.0.1:{port}"
+    per_thread = 200_000 // args.threads
+    log(f"signing {per_thread * args.threads:,} webhooks")
+    sids = make_payloads(work, f"{url}/twilio/inbound", token, args.threads, per_thread)
+
+    log("ceiling: the same gunicorn config serving a bare Flask endpoint")
+    bare = gunicorn("bare", env, work, app="bench.bare:app")
+    try:
+        bare.wait_ready()
+        run_wrk(url, work, 3, args.connections, args.threads)  # warm up
+        if args.skip_ceiling:
+            ceiling = summarize(run_wrk(url, work, 2, args.connections, args.threads))
+        else:
+            ceiling = summarize(run_wrk(url, work, args.seconds, args.connections, args.threads))
+    finally:
+        bare.stop()
+    log(f"ceiling: {ceiling['per_second']:,.0f}/s, p99 {ceiling['p99_ms']} ms")
+
+    log("the app: signed webhooks stored with their reply jobs")
+    server = gunicorn("app", env, work)
+    try:
+        server.wait_ready()
+        spy = profile(server.worker_pids()[0], work, args.seconds) if args.profile else None
+        raw = run_wrk(url, work, args.seconds, args.connections, args.threads)
+        if spy is not None:
+            spy.wait()
+        time.sleep(1)  # let the last requests in flight finish
+    finally:
+        server.stop()
+    app = summarize(raw)
+    log(f"app: {app['per_second']:,.0f}/s, p99 {app['p99_ms']} ms, errors {app['errors']}")
+
+    sent = {sid for thread, count in enumerate(raw["sent"]) for sid in sids[thread][:count]}
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT sid) FROM messages").fetchone()
+        job_rows = conn.execute("SELECT count(*) FROM jobs WHERE kind='reply'").fetchone()[0]
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    requests_sent = sum(raw["sent"])
+    ratio = round(app["per_second"] / ceiling["per_second"], 3)
+    figures: list[Figure] = [
+        at_least("signed inbound webhooks", app["per_second"], "/s", 1000),
+        Figure("latency p50", app["p50_ms"], "ms"),
+        at_most("latency p99", app["p99_ms"], "ms", 50),
+        equal("errors", app["errors"], "", 0),
+        Figure("bare Flask ceiling", ceiling["per_second"], "/s"),
+        at_least("ratio to the ceiling", ratio, "", 0.35),
+        equal("stored rows minus distinct sids sent", rows[0] - len(sent), "", 0),
+        equal("reply jobs minus distinct sids sent", job_rows - len(sent), "", 0),
+    ]
+    details = {
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "replay_share": REPLAY_SHARE,
+        "requests_sent": requests_sent,
+        "distinct_sids_sent": len(sent),
+        "message_rows": rows[0],
+        "distinct_sids_stored": rows[1],
+        "reply_jobs": job_rows,
+        "sqlite_synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(synchronous),
+        "app": app,
+        "ceiling": ceiling,
+        "server": "gunicorn.conf.py: gthread, 2 processes x 8 threads; WORKER_ENABLED=false",
+    }
+    write_result("ingest", "Ingest (SQLite)", figures, details)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        log(f"kept {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
