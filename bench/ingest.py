@@ -10,6 +10,7 @@ bare Flask app that only parses the form (bench/bare.py): the ceiling on this ma
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import random
 import shutil
@@ -107,11 +108,17 @@ def run_wrk(url: str, folder: Path, seconds: int, connections: int, threads: int
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def profile(pid: int, folder: Path, seconds: int) -> subprocess.Popen[bytes]:
     """Record one process with py-spy (collapsed stacks in folder/profile.txt)."""
     out = folder / "profile.txt"
     log(f"profiling pid {pid} into {out}")
-    argv = ["py-spy", "record", "--format", "raw", "-o", str(out), "-d", str(seconds)]
+    argv = ["py-spy", "record", "--gil", "--format", "raw", "-o", str(out), "-d", str(seconds)]
     return subprocess.Popen([*argv, "-p", str(pid)], stdout=subprocess.DEVNULL)  # noqa: S603
 
 
@@ -176,15 +183,23 @@ def main(argv: list[str] | None = None) -> int:
     server = gunicorn("app", env, work)
     try:
         server.wait_ready()
-        spy = profile(server.worker_pids()[0], work, args.seconds) if args.profile else None
+        time.sleep(2)  # every worker process has loaded the app
+        pids = server.worker_pids()
+        spy = profile(pids[0], work, args.seconds - 2) if args.profile else None
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         raw = run_wrk(url, work, args.seconds, args.connections, args.threads)
+        cpu_used = sum(cpu_seconds(pid) for pid in pids) - cpu_before
         if spy is not None:
             spy.wait()
         time.sleep(1)  # let the last requests in flight finish
     finally:
         server.stop()
     app = summarize(raw)
-    log(f"app: {app['per_second']:,.0f}/s, p99 {app['p99_ms']} ms, errors {app['errors']}")
+    app["cpu_ms_per_request"] = round(1000 * cpu_used / max(1, raw["requests"]), 3)
+    log(
+        f"app: {app['per_second']:,.0f}/s, p99 {app['p99_ms']} ms, errors {app['errors']}, "
+        f"{app['cpu_ms_per_request']} ms of CPU per request"
+    )
 
     sent = {sid for thread, count in enumerate(raw["sent"]) for sid in sids[thread][:count]}
     with sqlite3.connect(db_path) as conn:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +37,10 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        database = self.url.database or ""
+        file_backed = self.is_sqlite and database not in ("", ":memory:")
+        self._lock_path: str | None = f"{database}-writers.lock" if file_backed else None
+        self._local = threading.local()
         # Reads begin a deferred transaction: they never wait for the write lock.
         self._reader = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
@@ -41,8 +49,28 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """Open a write session: one transaction, committed on success, rolled back on error."""
-        with self._writer() as session, session.begin():
+        with self._write_turn(), self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """On a SQLite file, wait for this thread's turn to write, across threads and processes.
+
+        SQLite lets one writer in at a time; the others retry on a timer that backs off (1, 2,
+        5, ... up to 100 ms), so under load a waiter can sleep through many turns, and a few
+        requests wait for most of a second. Writers queue on an advisory file lock (flock)
+        beside the database first: the kernel wakes the next one the moment the lock is free.
+        The lock only orders writers; SQLite's own locking still guarantees correctness, so a
+        process that does not take it (the sqlite3 shell, say) is merely not queued.
+        """
+        if self._lock_path is None:
+            yield
+            return
+        turn: _WriteTurn | None = getattr(self._local, "turn", None)
+        if turn is None:
+            turn = self._local.turn = _WriteTurn(self._lock_path)
+        with turn:
+            yield
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -60,6 +88,31 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class _WriteTurn:
+    """One thread's place in the queue of SQLite writers: an advisory lock on a shared file.
+
+    Re-entrant within the thread (a write session opened inside another only nests); the file
+    is closed when the thread ends and its thread-local state is dropped.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.depth = 0
+
+    def __enter__(self) -> None:
+        if self.depth == 0:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def __del__(self) -> None:
+        os.close(self.fd)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -83,6 +136,17 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """Return an INSERT for `table` in a dialect ("sqlite" or "postgresql") with ON CONFLICT.
+
+    Both supported databases speak `INSERT ... ON CONFLICT ... RETURNING`, which stores a row
+    once under concurrency in one statement, without a savepoint or a prior SELECT. Hot paths
+    build such a statement once per dialect and execute it with parameters, so it is compiled
+    once.
+    """
+    return sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

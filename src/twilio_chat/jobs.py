@@ -6,19 +6,23 @@ whose worker died is claimed again once its lease runs out.
 
 from __future__ import annotations
 
+import functools
 import random
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Table, and_, event, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
-from .db import Database
+from .db import Database, upsert_into
 from .models import Job, utcnow
 
 BACKOFF_MAX_SECONDS = 3600.0
+_ENQUEUED = "twilio_chat.jobs.enqueued"  # session.info flag: wake the workers after the commit
 
 
 def enqueue(
@@ -29,18 +33,48 @@ def enqueue(
     max_attempts: int = 5,
 ) -> bool:
     """Add a job in the caller's transaction; tell False if one with this key exists already."""
-    if unique_key is not None:
-        exists = session.scalar(select(Job.id).where(Job.unique_key == unique_key))
-        if exists is not None:
-            return False
-    try:
-        with session.begin_nested():
-            session.add(
-                Job(kind=kind, payload=payload, unique_key=unique_key, max_attempts=max_attempts)
-            )
-    except IntegrityError:
-        return False
-    return True
+    return enqueue_many(session, kind, [(payload, unique_key)], max_attempts) == 1
+
+
+def enqueue_many(
+    session: Session,
+    kind: str,
+    items: Sequence[tuple[dict[str, Any], str | None]],
+    max_attempts: int = 5,
+) -> int:
+    """Add jobs (payload, unique key) in the caller's transaction; return how many were new.
+
+    One statement for them all, no savepoint: ON CONFLICT keeps out a job whose key exists.
+    """
+    now = utcnow()
+    rows = [
+        {
+            "kind": kind,
+            "payload": payload,
+            "unique_key": unique_key,
+            "max_attempts": max_attempts,
+            "status": "queued",
+            "attempts": 0,
+            "run_at": now,
+            "created_at": now,
+        }
+        for payload, unique_key in items
+    ]
+    if not rows:
+        return 0
+    conn = session.connection()
+    return len(conn.execute(_insert_jobs(conn.dialect.name), rows).all())
+
+
+@functools.cache
+def _insert_jobs(dialect: str) -> Executable:
+    """The INSERT of jobs that skips a duplicate unique_key (built once per dialect)."""
+    table = cast(Table, Job.__table__)
+    return (
+        upsert_into(dialect, table)
+        .on_conflict_do_nothing(index_elements=[table.c.unique_key])
+        .returning(table.c.id)
+    )
 
 
 @dataclass(frozen=True)
@@ -54,18 +88,28 @@ class ClaimedJob:
     max_attempts: int
 
 
+def _runnable(now: datetime) -> ColumnElement[bool]:
+    """The condition of a job a worker may claim: queued and due, or its lease expired."""
+    return or_(
+        and_(Job.status == "queued", Job.run_at <= now),
+        and_(Job.status == "running", Job.lease_until < now),
+    )
+
+
+def has_runnable(db: Database) -> bool:
+    """Tell whether any job can be claimed now, with a read that takes no write lock."""
+    with db.read() as session:
+        found = session.scalar(select(Job.id).where(_runnable(utcnow())).limit(1))
+    return found is not None
+
+
 def claim(db: Database, worker_id: str, lease_seconds: int) -> ClaimedJob | None:
     """Claim the oldest runnable job (queued and due, or running with an expired lease)."""
     now = utcnow()
     with db.session() as session:
         job = session.scalars(
             select(Job)
-            .where(
-                or_(
-                    and_(Job.status == "queued", Job.run_at <= now),
-                    and_(Job.status == "running", Job.lease_until < now),
-                )
-            )
+            .where(_runnable(now))
             .order_by(Job.run_at, Job.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -128,3 +172,39 @@ def count_waiting(session: Session) -> int:
     return int(
         session.scalar(select(func.count(Job.id)).where(Job.status.in_(("queued", "running")))) or 0
     )
+
+
+# Waking workers ------------------------------------------------------------------------------
+# When a transaction that enqueued a job commits, every worker of this process that waits for
+# work is woken at once, so a reply does not wait for the next poll. Workers in other processes
+# find the job at their next poll (WORKER_POLL_SECONDS), a cheap read (`has_runnable`).
+
+_listeners: set[threading.Event] = set()
+_listeners_lock = threading.Lock()
+
+
+def subscribe(wake: threading.Event) -> None:
+    """Have `wake` set whenever a job is enqueued and committed in this process."""
+    with _listeners_lock:
+        _listeners.add(wake)
+
+
+def unsubscribe(wake: threading.Event) -> None:
+    """Stop setting `wake` on new jobs."""
+    with _listeners_lock:
+        _listeners.discard(wake)
+
+
+def notify_enqueued() -> None:
+    """Wake this process's waiting workers: a job was just committed."""
+    with _listeners_lock:
+        listeners = list(_listeners)
+    for wake in listeners:
+        wake.set()
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    """Wake the workers once the outermost transaction that enqueued a job has committed."""
+    if not session.in_nested_transaction() and session.info.pop(_ENQUEUED, False):
+        notify_enqueued()

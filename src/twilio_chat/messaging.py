@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from . import jobs, replies
-from .db import Database
+from .db import Database, upsert_into
 from .errors import N_, InvalidInput, OptedOut, Upstream
 from .metrics import SENDS
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
@@ -22,6 +24,10 @@ from .settings import Settings, is_e164
 from .twilio_errors import describe_error
 from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
 
+# The tables, for the hot path's Core statements (no ORM unit of work per webhook).
+MESSAGES = cast(Table, Message.__table__)
+CONTACTS = cast(Table, Contact.__table__)
+OPT_OUTS = cast(Table, OptOut.__table__)
 MAX_BODY = 1600
 MAX_MEDIA = 10
 OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
@@ -176,22 +182,23 @@ def record_inbound(
     `received_at` is when the webhook arrived, if that was earlier (a spooled webhook).
     """
     with db.session() as session:
-        return store_inbound(
-            session,
-            settings,
-            InboundFields(
-                sid=form["MessageSid"],
-                sender=form["From"],
-                our_number=form.get("To") or "",
-                service_sid=form.get("MessagingServiceSid") or None,
-                body=form.get("Body") or "",
-                media=parse_media(form),
-                num_segments=_int(form.get("NumSegments"), 1),
-                account_sid=form.get("AccountSid"),
-                opt_out_type=form.get("OptOutType") or None,
-                received_at=received_at,
-            ),
-        )
+        return store_inbound(session, settings, inbound_fields(form, received_at))
+
+
+def inbound_fields(form: Mapping[str, str], received_at: datetime | None = None) -> InboundFields:
+    """Read an inbound webhook's form (MessageSid and From present) into InboundFields."""
+    return InboundFields(
+        sid=form["MessageSid"],
+        sender=form["From"],
+        our_number=form.get("To") or "",
+        service_sid=form.get("MessagingServiceSid") or None,
+        body=form.get("Body") or "",
+        media=parse_media(form),
+        num_segments=_int(form.get("NumSegments"), 1),
+        account_sid=form.get("AccountSid"),
+        opt_out_type=form.get("OptOutType") or None,
+        received_at=received_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -209,6 +216,16 @@ class InboundFields:
     received_at: datetime | None = None
     opt_out_type: str | None = None
 
+    @property
+    def contact_number(self) -> str:
+        """Return the sender's number (the conversation it belongs to)."""
+        return self.sender
+
+    @property
+    def messaging_service_sid(self) -> str | None:
+        """Return the Messaging Service it came through, if any."""
+        return self.service_sid
+
 
 def store_inbound(
     session: Session, settings: Settings, fields: InboundFields, answer: bool = True
@@ -217,48 +234,147 @@ def store_inbound(
 
     `answer=False` stores it without a reply job (sync of a message older than the reply mode).
     """
-    sid, sender, body = fields.sid, fields.sender, fields.body
-    keyword = keyword_of(body, fields.opt_out_type)
-    existing = session.scalar(select(Message.id).where(Message.sid == sid))
-    if existing is not None:
-        return InboundResult(existing, False, keyword, False)
-    message = Message(
-        sid=sid,
-        account_sid=fields.account_sid,
-        direction="inbound",
-        our_number=fields.our_number,
-        messaging_service_sid=fields.service_sid,
-        contact_number=sender,
-        body=body,
-        media=fields.media,
-        status="received",
-        num_segments=fields.num_segments,
+    return store_inbound_batch(session, settings, [fields], answer)[0]
+
+
+def store_inbound_batch(
+    session: Session, settings: Settings, batch: Sequence[InboundFields], answer: bool = True
+) -> list[InboundResult]:
+    """Store inbound messages in the caller's transaction, as if one after another, in order.
+
+    Each message is stored once per sid (a sid already stored, or repeated in the batch, is a
+    duplicate), counted on its conversation, recorded in the opt-out ledger when it is a
+    keyword, and given a reply job when someone must answer it. A batch of any size takes the
+    same few statements (`INSERT ... ON CONFLICT` over all its rows), each built and compiled
+    once: this is the path every webhook takes (see ingest.py).
+    """
+    conn = session.connection()
+    st = _inbound_statements(conn.dialect.name)
+    now = utcnow()
+    keywords = [keyword_of(f.body, f.opt_out_type) for f in batch]
+    first: dict[str, int] = {}  # sid -> where it first occurs; a dict keeps arrival order
+    for i, f in enumerate(batch):
+        first.setdefault(f.sid, i)
+    rows = [_message_row(batch[i], now) for i in first.values()]
+    inserted: dict[str, int] = {sid: id_ for id_, sid in conn.execute(st.messages, rows)}
+    before = [sid for sid in first if sid not in inserted]
+    stored = dict(inserted)
+    if before:  # stored earlier: by a webhook Twilio retried, a spool replay, or a sync
+        stored.update({sid: id_ for id_, sid in conn.execute(st.ids_by_sid, {"sids": before})})
+    new = [i for sid, i in first.items() if sid in inserted]
+
+    contacts: dict[str, dict[str, Any]] = {}
+    for i in new:
+        f = batch[i]
+        at, id_ = f.received_at or now, inserted[f.sid]
+        row = contacts.setdefault(f.sender, {"number": f.sender, "unread_count": 0})
+        row["unread_count"] += 1
+        if "last_message_at" not in row or (at, id_) >= (
+            row["last_message_at"],
+            row["last_message_id"],
+        ):
+            row.update(last_message_id=id_, last_message_at=at, created_at=now)
+    paused: dict[str, datetime | None] = {}
+    if contacts:
+        paused = {n: p for n, p in conn.execute(st.contacts, list(contacts.values()))}
+
+    opted_out: set[tuple[str, str]] = set()  # (our sender, their number), as the ledger stands
+    if contacts:
+        opted_out = {(s, n) for s, n in conn.execute(st.opted_out, {"numbers": list(contacts)})}
+    results: dict[str, InboundResult] = {}
+    reply_jobs: list[tuple[dict[str, Any], str]] = []
+    for i in new:
+        f, keyword = batch[i], keywords[i]
+        senders = replies.opt_out_senders(f)
+        if keyword in ("opt_out", "opt_in"):
+            for ledger_sender in set(senders):
+                set_opt_out(
+                    session,
+                    ledger_sender,
+                    f.sender,
+                    keyword == "opt_out",
+                    f"keyword {f.body.strip()}",
+                )
+                (opted_out.add if keyword == "opt_out" else opted_out.discard)(
+                    (ledger_sender, f.sender)
+                )
+        opted = any((s, f.sender) in opted_out for s in senders)
+        reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused.get(f.sender))
+        enqueue = answer and reason is None
+        if enqueue:
+            reply_jobs.append(({"message_id": inserted[f.sid]}, f"reply:{f.sid}"))
+        results[f.sid] = InboundResult(inserted[f.sid], True, keyword, enqueue)
+    if reply_jobs:
+        jobs.enqueue_many(session, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
+
+    out = []
+    for i, f in enumerate(batch):
+        if first[f.sid] == i and f.sid in results:
+            out.append(results[f.sid])
+        else:
+            out.append(InboundResult(stored[f.sid], False, keywords[i], False))
+    return out
+
+
+def _message_row(fields: InboundFields, now: datetime) -> dict[str, Any]:
+    """Return the messages row of an inbound message."""
+    at = fields.received_at or now
+    return {
+        "sid": fields.sid,
+        "account_sid": fields.account_sid,
+        "direction": "inbound",
+        "our_number": fields.our_number,
+        "messaging_service_sid": fields.service_sid,
+        "contact_number": fields.sender,
+        "body": fields.body,
+        "media": fields.media,
+        "status": "received",
+        "num_segments": fields.num_segments,
+        "redacted": False,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+@dataclass(frozen=True)
+class _InboundStatements:
+    messages: Executable
+    ids_by_sid: Executable
+    contacts: Executable
+    opted_out: Executable
+
+
+@functools.cache
+def _inbound_statements(dialect: str) -> _InboundStatements:
+    """Build the inbound path's statements once per dialect."""
+    m, c, o = MESSAGES, CONTACTS, OPT_OUTS.c
+    contact = upsert_into(dialect, c)
+    newer = or_(
+        c.c.last_message_at.is_(None), contact.excluded.last_message_at >= c.c.last_message_at
     )
-    if fields.received_at is not None:
-        message.created_at = fields.received_at
-    try:
-        with session.begin_nested():
-            session.add(message)
-    except IntegrityError:
-        # The same sid raced in from another process: it is stored once, by the other.
-        dup = session.scalars(select(Message.id).where(Message.sid == sid)).one()
-        return InboundResult(dup, False, keyword, False)
-    touch_contact(session, message, unread=True)
-    if keyword in ("opt_out", "opt_in"):
-        for ledger_sender in {s for s in (fields.our_number, fields.service_sid) if s}:
-            set_opt_out(
-                session, ledger_sender, sender, keyword == "opt_out", f"keyword {body.strip()}"
-            )
-    enqueue = answer and replies.should_answer(session, settings, message, keyword)
-    if enqueue:
-        jobs.enqueue(
-            session,
-            "reply",
-            {"message_id": message.id},
-            unique_key=f"reply:{sid}",
-            max_attempts=settings.job_max_attempts,
-        )
-    return InboundResult(message.id, True, keyword, enqueue)
+    return _InboundStatements(
+        messages=upsert_into(dialect, m)
+        .on_conflict_do_nothing(index_elements=[m.c.sid])
+        .returning(m.c.id, m.c.sid),
+        ids_by_sid=select(m.c.id, m.c.sid).where(m.c.sid.in_(bindparam("sids", expanding=True))),
+        # New messages count as unread and, unless they are older than the last one (a
+        # spooled webhook stored late), the newest becomes the conversation's last message.
+        contacts=contact.on_conflict_do_update(
+            index_elements=[c.c.number],
+            set_={
+                "unread_count": c.c.unread_count + contact.excluded.unread_count,
+                "last_message_id": case(
+                    (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
+                ),
+                "last_message_at": case(
+                    (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
+                ),
+            },
+        ).returning(c.c.number, c.c.replies_paused_until),
+        opted_out=select(o.sender, o.number).where(
+            o.number.in_(bindparam("numbers", expanding=True)), o.opted_out.is_(True)
+        ),
+    )
 
 
 def _int(value: Any, default: int) -> int:

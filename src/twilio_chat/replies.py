@@ -8,7 +8,8 @@ auto-reply when enabled; otherwise the CHAT_MODE engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,10 +32,54 @@ class Decision:
     ai: AISettings | None = None
 
 
+class Inbound(Protocol):
+    """What the decision reads of an inbound message (a stored Message, or one being stored)."""
+
+    @property
+    def contact_number(self) -> str:
+        """Return the sender's number."""
+
+    @property
+    def our_number(self) -> str | None:
+        """Return the number it was sent to."""
+
+    @property
+    def messaging_service_sid(self) -> str | None:
+        """Return the Messaging Service it came through, if any."""
+
+
 def nobody_reason(
-    session: Session, settings: Settings, message: Message, keyword: str | None
+    session: Session, settings: Settings, message: Inbound, keyword: str | None
 ) -> str | None:
     """Return why nobody may answer this inbound message, or None when someone must."""
+    number = message.contact_number
+    senders = opt_out_senders(message)
+    opted = session.scalar(
+        select(OptOut.id)
+        .where(OptOut.number == number, OptOut.sender.in_(senders), OptOut.opted_out.is_(True))
+        .limit(1)
+    )
+    paused = session.scalar(select(Contact.replies_paused_until).where(Contact.number == number))
+    return reason_not_to_answer(settings, message, keyword, opted is not None, paused)
+
+
+def opt_out_senders(message: Inbound) -> list[str]:
+    """Return the ledger keys an opt-out to this message's sender is kept under."""
+    return [s for s in (message.our_number, message.messaging_service_sid) if s]
+
+
+def reason_not_to_answer(
+    settings: Settings,
+    message: Inbound,
+    keyword: str | None,
+    opted_out: bool,
+    paused_until: datetime | None,
+) -> str | None:
+    """Return why nobody may answer, given the sender's opt-out and the conversation's pause.
+
+    The rules themselves, apart from reading the database: the inbound path reads both for a
+    whole batch of messages at once.
+    """
     if keyword is not None:
         return f"keyword ({keyword})"
     number = message.contact_number
@@ -42,25 +87,11 @@ def nobody_reason(
         return "sender is not an E.164 number"
     if number in {settings.default_from, message.our_number}:
         return "sender is one of our own numbers"
-    senders = [s for s in (message.our_number, message.messaging_service_sid) if s]
-    opted = session.scalar(
-        select(OptOut.id).where(
-            OptOut.number == number, OptOut.sender.in_(senders), OptOut.opted_out.is_(True)
-        )
-    )
-    if opted is not None:
+    if opted_out:
         return "sender opted out"
-    paused = session.scalar(select(Contact.replies_paused_until).where(Contact.number == number))
-    if paused is not None and paused > utcnow():
+    if paused_until is not None and paused_until > utcnow():
         return "automatic replies are paused for this conversation"
     return None
-
-
-def should_answer(
-    session: Session, settings: Settings, message: Message, keyword: str | None
-) -> bool:
-    """Tell whether someone must answer this inbound message (so a reply job is written)."""
-    return nobody_reason(session, settings, message, keyword) is None
 
 
 def _loop_guard_hit(session: Session, settings: Settings, number: str) -> bool:

@@ -6,6 +6,8 @@ In sandbox mode the same SDK talks over real HTTP to the app's built-in emulator
 
 from __future__ import annotations
 
+import hmac
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -28,6 +30,12 @@ from .twilio_errors import describe_error
 HTTP_TIMEOUT_SECONDS = 15
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RETRYABLE_CODES = frozenset({20429, 20500, 20503})
+
+# The SDK logs every request and response at INFO, about ten lines per call: noise in the app's
+# logs and, formatted as JSON and scrubbed of secrets, a measurable cost on every send. Its
+# warnings still come through.
+SDK_LOG = logging.getLogger("twilio_chat.twilio_sdk")
+SDK_LOG.setLevel(logging.WARNING)
 
 
 class TwilioError(Exception):
@@ -186,7 +194,7 @@ class TwilioGateway:
                 client = Client(
                     self.settings.account_sid,
                     self.settings.auth_token,
-                    http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_SECONDS),
+                    http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_SECONDS, logger=SDK_LOG),
                 )
                 # TWILIO_EDGE/TWILIO_REGION would rewrite the host name: settings decide.
                 client.edge = None
@@ -378,8 +386,16 @@ class TwilioGateway:
         return content_type, body
 
     def validate_signature(self, url: str, params: Any, signature: str) -> bool:
-        """Check an X-Twilio-Signature over the public URL and the POST parameters."""
-        return bool(RequestValidator(self.settings.auth_token).validate(url, params, signature))
+        """Check an X-Twilio-Signature over the public URL and the POST parameters.
+
+        The URL exactly as Twilio called it is tried first (one HMAC, the usual case); only a
+        mismatch goes on to the SDK's full check, which also tries the URL with and without
+        its port, as Twilio may sign either.
+        """
+        validator = RequestValidator(self.settings.auth_token)
+        if hmac.compare_digest(str(validator.compute_signature(url, params)), signature):
+            return True
+        return bool(validator.validate(url, params, signature))
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         """Compute the X-Twilio-Signature Twilio would send for this URL and form."""

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import messaging, spool
 from ..db import get_db
+from ..ingest import get_writer
 from ..metrics import DELIVERIES, WEBHOOKS
 from ..settings import Settings
 from ..twilio_gateway import get_gateway
@@ -91,9 +92,8 @@ def inbound() -> Response:
     verify_signature("inbound")
     _require("inbound", "MessageSid", "From")
     try:
-        result = messaging.record_inbound(
-            get_db(), current_app.extensions["settings"], request.form
-        )
+        writer = get_writer()
+        result = writer.store(messaging.inbound_fields(request.form))
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
             raise

@@ -1,0 +1,203 @@
+"""Inbound messages stored a batch at a time: the same outcome as one after another, in order.
+
+The webhook path hands each message to a writer thread that stores whatever has queued up in one
+transaction (ingest.py, messaging.store_inbound_batch). These tests pin down that a batch means
+exactly what the same messages stored one by one would: duplicates, conversation summaries,
+the opt-out ledger and reply jobs. They run on SQLite and, with TEST_DATABASE_URL, PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_settings
+from sqlalchemy import select, update
+
+from twilio_chat import ingest, messaging
+from twilio_chat.db import Database
+from twilio_chat.messaging import InboundFields, store_inbound_batch
+from twilio_chat.models import Contact, Job, Message, OptOut, utcnow
+from twilio_chat.settings import Settings
+
+OURS = "+15005550006"
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    """Settings for the test's database."""
+    return make_settings(db_path)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The test's database."""
+    database = Database(settings.sqlalchemy_url)
+    yield database
+    database.dispose()
+
+
+def text(n: int, sender: str = "+15557654321", body: str = "hello", **extra: Any) -> InboundFields:
+    """An inbound message with sid number n."""
+    return InboundFields(
+        sid=f"SM{n:032x}",
+        sender=sender,
+        our_number=OURS,
+        service_sid=None,
+        body=body,
+        media=[],
+        num_segments=1,
+        account_sid="AC" + "0" * 32,
+        **extra,
+    )
+
+
+def store(db: Database, settings: Settings, batch: list[InboundFields]) -> list[Any]:
+    """Store a batch in one transaction."""
+    with db.session() as session:
+        return store_inbound_batch(session, settings, batch)
+
+
+def reply_keys(db: Database) -> list[str]:
+    """The reply jobs' keys, oldest first."""
+    with db.read() as session:
+        return [k or "" for k in session.scalars(select(Job.unique_key).order_by(Job.id))]
+
+
+def contact(db: Database, number: str) -> Contact:
+    """The conversation of a number."""
+    with db.read() as session:
+        return session.scalars(select(Contact).where(Contact.number == number)).one()
+
+
+def test_a_sid_repeated_in_a_batch_or_stored_before_is_stored_once(
+    db: Database, settings: Settings
+) -> None:
+    first = store(db, settings, [text(1)])
+    results = store(db, settings, [text(2), text(1), text(2), text(3)])
+    assert [r.created for r in results] == [True, False, False, True]
+    assert results[1].message_id == first[0].message_id  # the earlier row, not a new one
+    assert results[2].message_id == results[0].message_id
+    with db.read() as session:
+        sids = session.scalars(select(Message.sid).order_by(Message.id)).all()
+    assert sids == [text(1).sid, text(2).sid, text(3).sid]
+    assert reply_keys(db) == [f"reply:{text(n).sid}" for n in (1, 2, 3)]
+
+
+def test_a_batch_counts_unread_and_keeps_the_newest_as_the_last_message(
+    db: Database, settings: Settings
+) -> None:
+    now = utcnow()
+    results = store(
+        db,
+        settings,
+        [
+            text(1, received_at=now - timedelta(minutes=1)),
+            text(2, received_at=now),
+            text(3, received_at=now - timedelta(minutes=5)),  # a spooled webhook, stored late
+            text(4, sender="+15550001111"),
+        ],
+    )
+    mine = contact(db, "+15557654321")
+    assert mine.unread_count == 3
+    assert mine.last_message_id == results[1].message_id
+    late = store(db, settings, [text(5, received_at=now - timedelta(hours=1))])
+    mine = contact(db, "+15557654321")
+    assert mine.unread_count == 4
+    assert mine.last_message_id == results[1].message_id  # still the newest, not the late one
+    assert late[0].created
+    assert contact(db, "+15550001111").unread_count == 1
+
+
+def test_stop_in_a_batch_silences_what_follows_it_and_start_answers_again(
+    db: Database, settings: Settings
+) -> None:
+    results = store(
+        db,
+        settings,
+        [
+            text(1, body="before"),
+            text(2, body="STOP"),
+            text(3, body="after stop"),
+            text(4, body="START"),
+            text(5, body="after start"),
+        ],
+    )
+    assert [r.keyword for r in results] == [None, "opt_out", None, "opt_in", None]
+    assert [r.reply_enqueued for r in results] == [True, False, False, False, True]
+    assert reply_keys(db) == [f"reply:{text(1).sid}", f"reply:{text(5).sid}"]
+    with db.read() as session:
+        row = session.scalars(select(OptOut)).one()
+    assert (row.sender, row.number, row.opted_out) == (OURS, "+15557654321", False)
+
+
+def test_a_number_opted_out_before_the_batch_gets_no_reply_job(
+    db: Database, settings: Settings
+) -> None:
+    store(db, settings, [text(1, body="stop")])
+    results = store(db, settings, [text(2, body="hi"), text(3, sender="+15550001111")])
+    assert [r.reply_enqueued for r in results] == [False, True]
+
+
+def test_a_paused_conversation_gets_no_reply_job(db: Database, settings: Settings) -> None:
+    store(db, settings, [text(1)])
+    with db.session() as session:
+        session.execute(
+            update(Contact).values(replies_paused_until=utcnow() + timedelta(minutes=30))
+        )
+    assert [r.reply_enqueued for r in store(db, settings, [text(2)])] == [False]
+
+
+def test_the_writer_stores_what_many_threads_hand_it_each_answered_with_its_own_result(
+    db: Database, settings: Settings
+) -> None:
+    writer = ingest.InboundWriter(db, settings)
+    results: dict[int, Any] = {}
+
+    def post(n: int) -> None:
+        results[n] = writer.store(text(n % 30, sender=f"+1555000{n % 7:04d}"))
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(60)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 60
+    assert sum(r.created for r in results.values()) == 30  # each of the 30 sids once
+    with db.read() as session:
+        stored = {sid: id_ for sid, id_ in session.execute(select(Message.sid, Message.id))}
+    assert len(stored) == 30
+    for n, result in results.items():
+        assert result.message_id == stored[text(n % 30).sid]
+    assert len(reply_keys(db)) == 30
+
+
+def test_a_message_that_fails_fails_alone(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = messaging.store_inbound_batch
+
+    def picky(session: Any, settings: Settings, batch: Any, answer: bool = True) -> Any:
+        if any(f.body == "poison" for f in batch):
+            raise ValueError("this message cannot be stored")
+        return real(session, settings, batch, answer)
+
+    monkeypatch.setattr(ingest, "store_inbound_batch", picky)
+    monkeypatch.setattr(messaging, "store_inbound_batch", picky)
+    writer = ingest.InboundWriter(db, settings)
+    batch = [
+        ingest._Pending(text(1)),
+        ingest._Pending(text(2, body="poison")),
+        ingest._Pending(text(3)),
+    ]
+    writer._write(batch)
+    assert [item.done.is_set() for item in batch] == [True, True, True]
+    assert isinstance(batch[1].error, ValueError)
+    assert batch[0].result is not None and batch[0].result.created
+    assert batch[2].result is not None and batch[2].result.created
+    with db.read() as session:
+        assert set(session.scalars(select(Message.sid))) == {text(1).sid, text(3).sid}
