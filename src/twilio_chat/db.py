@@ -20,6 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from .settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# FULL: a commit is on disk (fsynced) before the webhook is answered, so a stored text survives
+# a power cut too, not only a crash of the app. Inbound webhooks are committed a batch at a time
+# (ingest.py), so this is one fsync per batch.
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 class Database:
@@ -129,7 +133,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
