@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Integer, Text, column, delete, func, select, table
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from .db import Database
 from .errors import NotFound, Upstream
@@ -25,6 +26,18 @@ class Page(Generic[T]):
     next_cursor: int | None
 
 
+# SQLite's full-text index of message bodies (migration 0004): an FTS5 table with the trigram
+# tokenizer, kept in step with `messages` by triggers; its rowid is the message id.
+MESSAGES_FTS = table("messages_fts", column("rowid", Integer), column("body", Text))
+# The trigram index finds substrings of at least this many characters.
+TRIGRAM = 3
+
+
+def fts_phrase(text: str) -> str:
+    """Quote text as one FTS5 phrase: with trigrams, it matches any body holding it."""
+    return '"' + text.replace('"', '""') + '"'
+
+
 def list_messages(
     db: Database,
     limit: int,
@@ -34,20 +47,32 @@ def list_messages(
     number: str | None = None,
     text: str | None = None,
 ) -> Page[Message]:
-    """Return the newest messages, filtered, older than a cursor."""
+    """Return the newest messages, filtered, older than a cursor; text matches a substring."""
     query = select(Message)
+    order: ColumnElement[Any] = Message.id.desc()
     if direction:
         query = query.where(Message.direction == direction)
     if status:
         query = query.where(Message.status == status)
     if number:
         query = query.where(Message.contact_number == number)
-    if text:
+    if text and db.is_sqlite and len(text) >= TRIGRAM and not number:
+        # The trigram index hands over matching ids newest first, so the query stops at the
+        # limit; one conversation's messages are few enough to read without it.
+        fts = MESSAGES_FTS
+        query = query.join(fts, fts.c.rowid == Message.id).where(fts.c.body.match(fts_phrase(text)))
+        order = fts.c.rowid.desc()  # an order FTS5 gives itself (Message.id would be sorted)
+        if before is not None:
+            query = query.where(fts.c.rowid < before)
+            before = None
+    elif text:
+        # PostgreSQL serves this from its trigram index (ix_messages_body_trgm); on SQLite it
+        # reads one conversation, or the table for texts shorter than a trigram.
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Message.body.ilike(f"%{escaped}%", escape="\\"))
     if before is not None:
         query = query.where(Message.id < before)
-    query = query.order_by(Message.id.desc()).limit(limit + 1)
+    query = query.order_by(order).limit(limit + 1)
     with db.read() as session:
         rows = list(session.scalars(query))
     more = len(rows) > limit

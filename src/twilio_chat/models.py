@@ -74,8 +74,20 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_contact_created", "contact_number", "created_at"),
-        Index("ix_messages_direction_created", "direction", "created_at"),
+        # Threads and filtered lists, newest first: the order comes from the index.
+        Index("ix_messages_contact_id", "contact_number", "id"),
+        Index("ix_messages_direction_id", "direction", "id"),
+        # The dashboard's counts read this index alone.
+        Index("ix_messages_direction_created_status", "direction", "created_at", "status"),
         Index("ix_messages_created", "created_at"),
+        # Text search (ILIKE '%word%') on PostgreSQL; SQLite has the FTS5 table messages_fts
+        # instead (migration 0004), which SQLAlchemy does not model.
+        Index(
+            "ix_messages_body_trgm",
+            "body",
+            postgresql_using="gin",
+            postgresql_ops={"body": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

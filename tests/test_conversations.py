@@ -1,0 +1,213 @@
+"""Reading the inbox: text search through the trigram index, kept in step with the messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from conftest import PHONE, Live, make_settings
+from sqlalchemy import delete, event, select, text, update
+
+from twilio_chat.conversations import get_thread, list_messages
+from twilio_chat.db import Database
+from twilio_chat.migrate import alembic_config
+from twilio_chat.models import Contact, Message
+
+
+@pytest.fixture
+def db(db_path: Path) -> Iterator[Database]:
+    """The test's migrated database."""
+    database = Database(make_settings(db_path).sqlalchemy_url)
+    yield database
+    database.dispose()
+
+
+def _add(db: Database, body: str, number: str = PHONE, direction: str = "inbound") -> int:
+    with db.session() as session:
+        message = Message(
+            direction=direction,
+            contact_number=number,
+            body=body,
+            status="received" if direction == "inbound" else "delivered",
+            media=[],
+        )
+        session.add(message)
+        session.flush()
+        return message.id
+
+
+def _search(db: Database, words: str, limit: int = 50, **filters: Any) -> list[str]:
+    return [m.body for m in list_messages(db, limit, text=words, **filters).items]
+
+
+def _check_index(db: Database) -> None:
+    """On SQLite, have FTS5 compare its index with the messages table (raises if they differ)."""
+    if db.is_sqlite:
+        with db.session() as session:
+            session.execute(
+                text("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
+            )
+
+
+def test_search_finds_a_substring_in_any_case_newest_first(db: Database) -> None:
+    for body in ("Where is my ORDER?", "nothing here", "a border collie", "Order #2 is ready"):
+        _add(db, body)
+    assert _search(db, "order") == ["Order #2 is ready", "a border collie", "Where is my ORDER?"]
+    assert _search(db, "ORDER #2") == ["Order #2 is ready"]
+    assert _search(db, "xylophone") == []
+    assert _search(db, "is") == ["Order #2 is ready", "Where is my ORDER?"]  # shorter than 3
+
+
+def test_search_takes_quotes_wildcards_and_fts_syntax_literally(db: Database) -> None:
+    for body in ('she said "hi" twice', "100% sure", "a_b c", "abc", "NEAR(x y)", "x OR y"):
+        _add(db, body)
+    assert _search(db, '"hi"') == ['she said "hi" twice']
+    assert _search(db, "0%") == ["100% sure"]
+    assert _search(db, "a_b") == ["a_b c"]
+    assert _search(db, "NEAR(") == ["NEAR(x y)"]
+    assert _search(db, "x OR") == ["x OR y"]
+    assert _search(db, "_") == ["a_b c"]
+
+
+def test_search_pages_with_the_cursor_and_combines_with_filters(db: Database) -> None:
+    ids = [
+        _add(db, f"refund please ({i})", direction=("inbound", "outbound")[i % 2]) for i in range(7)
+    ]
+    _add(db, "refund for someone else", number="+15557770001")
+    _add(db, "no match")
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = list_messages(db, 3, text="refund", before=cursor, number=PHONE)
+        seen += [m.id for m in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(ids, reverse=True)
+    # The same without the number filter, through the index on SQLite.
+    first = list_messages(db, 3, text="refund")
+    second = list_messages(db, 3, text="refund", before=first.next_cursor)
+    assert first.items[0].body == "refund for someone else"
+    assert [m.id for m in second.items] == sorted(ids, reverse=True)[2:5]
+    assert _search(db, "refund", direction="outbound") == [
+        f"refund please ({i})" for i in (5, 3, 1)
+    ]
+    assert _search(db, "refund", status="delivered", number=PHONE) == [
+        f"refund please ({i})" for i in (5, 3, 1)
+    ]
+
+
+def test_the_index_follows_inserts_body_changes_and_deletes(db: Database) -> None:
+    kept = _add(db, "meet at the harbour")
+    changed = _add(db, "my passport is lost")
+    gone = _add(db, "passport found")
+    assert _search(db, "passport") == ["passport found", "my passport is lost"]
+    with db.session() as session:
+        session.execute(update(Message).where(Message.id == changed).values(body=""))
+        session.execute(update(Message).where(Message.id == kept).values(status="read"))
+        session.execute(delete(Message).where(Message.id == gone))
+    assert _search(db, "passport") == []
+    assert _search(db, "harbour") == ["meet at the harbour"]
+    with db.session() as session:
+        session.execute(update(Message).where(Message.id == changed).values(body="new passport"))
+    assert _search(db, "passport") == ["new passport"]
+    _check_index(db)
+
+
+def test_upgrading_to_0004_indexes_the_messages_already_stored(db: Database) -> None:
+    cfg = alembic_config(db)
+    with db.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+        conn.commit()
+    with db.session() as session:  # written while no index or trigger exists
+        session.execute(
+            Message.__table__.insert(),
+            [
+                {"direction": "inbound", "contact_number": PHONE, "body": b, "status": "received"}
+                for b in ("the invoice is wrong", "thanks")
+            ],
+        )
+    with db.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
+    assert _search(db, "invoice") == ["the invoice is wrong"]
+    _add(db, "second invoice")
+    assert _search(db, "invoice") == ["second invoice", "the invoice is wrong"]
+    _check_index(db)
+
+
+def test_the_lists_read_messages_through_indexes(db: Database) -> None:
+    if not db.is_sqlite:
+        _the_search_can_use_the_trigram_index(db)
+        return
+    for i in range(20):
+        _add(db, f"hello {i}", direction=("inbound", "outbound")[i % 2])
+    with db.session() as session:
+        session.add(Contact(number=PHONE, unread_count=0))
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        if sql.lstrip().startswith("SELECT"):
+            statements.append((sql, params))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    list_messages(db, 5, direction="inbound")
+    list_messages(db, 5, text="hello")
+    list_messages(db, 5, text="hello", direction="outbound", before=10)
+    get_thread(db, PHONE, 5)
+    event.remove(db.engine, "before_cursor_execute", capture)
+    with db.read() as session:
+        for sql, params in statements:
+            plan = session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            details = [row[3] for row in plan]
+            scans = [d for d in details if d.startswith("SCAN messages ") or d == "SCAN messages"]
+            assert not scans, (sql, details)
+            assert not any("TEMP B-TREE" in d for d in details), (sql, details)
+
+
+def test_a_redacted_or_deleted_text_is_no_longer_found(live: Live) -> None:
+    for body in ("my secret passphrase", "another passphrase"):
+        live.api("POST", "/api/sandbox/simulate", json={"from": PHONE, "body": body})
+
+    def found() -> str:
+        answer = live.api("GET", "/partials/dashboard", params={"text": "passphrase"})
+        assert answer.status_code == 200
+        return answer.text
+
+    page = found()
+    assert "my secret passphrase" in page and "another passphrase" in page
+    with live.db.read() as session:
+        first, second = session.scalars(
+            select(Message.sid).where(Message.direction == "inbound").order_by(Message.id)
+        ).all()
+    assert live.api("POST", f"/api/messages/{first}/redact").status_code == 200
+    assert live.api("DELETE", f"/api/messages/{second}").status_code == 200
+    page = found()
+    assert "passphrase" not in page.replace('value="passphrase"', "")
+
+
+def _the_search_can_use_the_trigram_index(db: Database) -> None:
+    """On PostgreSQL, the search's ILIKE (with its ESCAPE) is one the trigram index serves."""
+    _add(db, "hello there")
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        if sql.lstrip().startswith("SELECT"):
+            statements.append((sql, params))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    assert _search(db, "100%_x") == []
+    event.remove(db.engine, "before_cursor_execute", capture)
+    ((sql, params),) = statements
+    with db.read() as session:
+        conn = session.connection()
+        # A handful of rows is read faster without an index: make the planner show it can.
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params))
+    assert "Bitmap Index Scan on ix_messages_body_trgm" in plan, plan
