@@ -13,8 +13,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 import requests
-from conftest import PHONE, Live, wait_for
+from conftest import PHONE, Live, settle_sandbox_callbacks, wait_for
 from twilio.request_validator import RequestValidator
+
+from twilio_chat.sandbox.state import CallbackScheduler
 
 FROM = "+15005550006"
 SID_RE = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
@@ -622,3 +624,78 @@ def test_configured_credentials_read_the_sandboxs_list(configured: Live) -> None
     ]
     refused = requests.get(url, auth=(CONFIGURED_SID, "0" * 32), timeout=10)
     _assert_twilio_error(refused, 401, 20003)
+
+
+# The callback scheduler -----------------------------------------------------------------------
+
+
+def test_the_callback_scheduler_runs_callbacks_when_due_then_its_threads_end() -> None:
+    scheduler = CallbackScheduler()
+    scheduler.MAX_THREADS = 1  # one thread: the order is the due order
+    ran: list[str] = []
+    scheduler.schedule(0.05, lambda: ran.append("second"))
+    scheduler.schedule(0.0, lambda: ran.append("first"))
+    scheduler.schedule(0.1, lambda: ran.append("third"))
+    wait_for(lambda: len(ran) == 3)
+    assert ran == ["first", "second", "third"]
+    wait_for(lambda: scheduler._threads == 0)  # nothing left: no thread lingers
+
+
+def test_joining_the_callback_threads_waits_for_callbacks_scheduled_by_callbacks() -> None:
+    scheduler = CallbackScheduler()
+    ran: list[str] = []
+
+    def first() -> None:
+        ran.append("first")
+        scheduler.schedule(0.05, lambda: ran.append("second"))
+
+    scheduler.schedule(0.01, first)
+    for thread in threading.enumerate():  # as the tests' settle_sandbox_callbacks does
+        if thread.name.startswith("sandbox-"):
+            thread.join(5)
+    assert ran == ["first", "second"]
+
+
+def test_a_failing_callback_is_logged_and_the_next_ones_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scheduler = CallbackScheduler()
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    scheduler.schedule(0.0, broken)
+    scheduler.schedule(0.02, lambda: ran.append("after"))
+    wait_for(lambda: ran == ["after"])
+    assert "a status callback failed" in caplog.text
+
+
+def test_many_sends_each_get_their_callbacks_in_order(live: Live, catcher: _Catcher) -> None:
+    callback = f"{catcher.url}/cb?mid=7"
+    data = {"To": PHONE, "From": FROM, "StatusCallback": callback}
+    sids = [_sid(_create(live, {**data, "Body": f"n{i}"})) for i in range(12)]
+    wait_for(lambda: len(catcher.calls) >= 2 * len(sids), timeout=20)
+    for sid in sids:
+        steps = [f["MessageStatus"] for _p, f, _s in catcher.calls if f["MessageSid"] == sid]
+        assert steps == ["sent", "delivered"], sid
+    assert {_detail_status(live, sid) for sid in sids} == {"delivered"}
+
+
+def _detail_status(live: Live, sid: str) -> str:
+    answer = requests.get(f"{_base(live)}/Messages/{sid}.json", auth=_auth(live), timeout=10)
+    status: str = answer.json()["status"]
+    return status
+
+
+def test_a_message_deleted_before_its_callbacks_gets_none(
+    live_factory: Callable[..., Live], catcher: _Catcher
+) -> None:
+    live = live_factory(SANDBOX_CALLBACK_DELAY="0.5")  # time to delete it before the first
+    callback = f"{catcher.url}/cb?mid=8"
+    data = {"To": PHONE, "From": FROM, "Body": "gone", "StatusCallback": callback}
+    sid = _sid(_create(live, data))
+    answer = requests.delete(f"{_base(live)}/Messages/{sid}.json", auth=_auth(live), timeout=10)
+    assert answer.status_code == 204
+    settle_sandbox_callbacks()
+    assert catcher.calls == []

@@ -8,20 +8,23 @@ Every other number goes ``queued`` → ``sent`` → ``delivered``.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import logging
 import mimetypes
+import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.orm import Session
 
 from ..db import Database
@@ -149,6 +152,97 @@ def inject_fault(
         session.add(SandboxFault(status_code=status_code, error_code=error_code, remaining=count))
 
 
+Steps = list[tuple[str, int | None]]  # status callbacks still to fire: (status, error code)
+
+
+class CallbackScheduler:
+    """Runs the sandbox's status callbacks when due, on a few reusable threads.
+
+    A thread per sent message cost more than the message itself under load (starting one waits
+    for the new thread to be scheduled). Here at most MAX_THREADS threads, named ``sandbox-…``,
+    take due callbacks in order. They all exit once nothing is scheduled or running, so joining
+    any one of them waits until every pending callback has been fired (as the tests do).
+    """
+
+    MAX_THREADS = 4
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start empty (also in a forked child: the parent's threads do not run there)."""
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._threads = 0  # alive
+        self._waiting = 0  # alive and free to take a callback
+        self._running = 0  # callbacks being run
+        self._local = threading.local()
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` in about `delay` seconds on one of the scheduler's threads."""
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), callback))
+            if self._waiting:
+                self._cond.notify()
+            else:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        """Start another thread if under the cap (the caller holds the condition)."""
+        if self._threads >= self.MAX_THREADS:
+            return
+        self._threads += 1
+        name = f"sandbox-callbacks-{next(self._order)}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _take(self) -> Callable[[], None] | None:
+        """Wait for the next due callback; None once nothing is scheduled or running."""
+        with self._cond:
+            while True:
+                wait: float | None = None
+                if self._due:
+                    wait = self._due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        callback = heapq.heappop(self._due)[2]
+                        self._running += 1
+                        if self._due and self._due[0][0] <= time.monotonic() and not self._waiting:
+                            self._spawn()  # more are due already: share them out
+                        return callback
+                elif not self._running:
+                    self._threads -= 1
+                    return None
+                self._waiting += 1
+                self._cond.wait(wait)
+                self._waiting -= 1
+
+    def session(self) -> requests.Session | None:
+        """Return this scheduler thread's HTTP session (kept alive between callbacks), if any."""
+        session: requests.Session | None = getattr(self._local, "http", None)
+        return session
+
+    def _run(self) -> None:
+        self._local.http = requests.Session()
+        try:
+            while (callback := self._take()) is not None:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("sandbox: a status callback failed")
+                finally:
+                    with self._cond:
+                        self._running -= 1
+                        if not self._running and not self._due:
+                            self._cond.notify_all()  # idle: every thread may go
+        finally:
+            self._local.http.close()
+            del self._local.http
+
+
+CALLBACKS = CallbackScheduler()
+os.register_at_fork(after_in_child=CALLBACKS.reset)
+
+
 @dataclass
 class Sandbox:
     """The emulator's operations, over the app's database."""
@@ -160,6 +254,7 @@ class Sandbox:
     # REST resource --------------------------------------------------------------------
     def create(self, form: Mapping[str, str], media_urls: list[str]) -> dict[str, Any]:
         """Create an outbound message as Twilio does, then fire its status callbacks."""
+        received = utcnow()  # date_created: when the call came in, not when the lock was free
         to = (form.get("To") or "").strip()
         from_ = (form.get("From") or "").strip() or None
         service = (form.get("MessagingServiceSid") or "").strip() or None
@@ -178,36 +273,41 @@ class Sandbox:
             raise SandboxError(
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
+        # One write transaction: an injected fault is used up (and committed) or the message
+        # is stored, never both; the write lock is the sandbox's main cost under load.
+        refusal: SandboxError | None = None
         with self.db.session() as session:
-            fault = _take_fault(session)  # committed on its own: the failure must use it up
-        if fault is not None:
-            raise fault
-        with self.db.session() as session:
-            senders = [s for s in (from_, service) if s]
-            opted = session.scalar(
-                select(SandboxOptOut.id).where(
-                    SandboxOptOut.number == to, SandboxOptOut.sender.in_(senders)
+            refusal = _take_fault(session)
+            if refusal is None:
+                senders = [s for s in (from_, service) if s]
+                opted = session.scalar(
+                    select(SandboxOptOut.id).where(
+                        SandboxOptOut.number == to, SandboxOptOut.sender.in_(senders)
+                    )
                 )
-            )
-            if opted is not None:
-                raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
-            message = SandboxMessage(
-                sid=new_sid("MM" if media_urls else "SM"),
-                account_sid=self.settings.account_sid,
-                messaging_service_sid=service,
-                from_number=from_ or self.settings.default_from,
-                to_number=to,
-                body=body,
-                media_urls=media_urls,
-                status="accepted" if service and not from_ else "queued",
-                direction="outbound-api",
-                num_segments=max(count_segments(body).segments, 1),
-                status_callback=callback,
-                content_sid=content_sid,
-            )
-            session.add(message)
-            session.flush()
-            answer = to_json(message)
+                if opted is not None:
+                    raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
+                message = SandboxMessage(
+                    sid=new_sid("MM" if media_urls else "SM"),
+                    account_sid=self.settings.account_sid,
+                    messaging_service_sid=service,
+                    from_number=from_ or self.settings.default_from,
+                    to_number=to,
+                    body=body,
+                    media_urls=media_urls,
+                    status="accepted" if service and not from_ else "queued",
+                    direction="outbound-api",
+                    num_segments=max(count_segments(body).segments, 1),
+                    status_callback=callback,
+                    content_sid=content_sid,
+                    date_created=received,
+                    date_updated=received,
+                )
+                session.add(message)
+                session.flush()
+                answer = to_json(message)
+        if refusal is not None:
+            raise refusal
         self._start_callbacks(message.sid, callback, to, answer["status"])
         return answer
 
@@ -433,57 +533,77 @@ class Sandbox:
 
     # Status callbacks ---------------------------------------------------------------
     def _start_callbacks(self, sid: str, url: str | None, to: str, initial: str) -> None:
-        steps: list[tuple[str, int | None]] = []
+        steps: Steps = []
         if initial == "accepted":
             steps.append(("queued", None))
         steps.append(("sent", None))
         failing = FAILING_SUFFIXES.get(to[-4:])
         steps.append(("undelivered", failing) if failing else ("delivered", None))
-        thread = threading.Thread(
-            target=self._run_callbacks, args=(sid, url, steps), name=f"sandbox-{sid}", daemon=True
-        )
-        thread.start()
+        self._next_callback(sid, url, steps)
 
-    def _run_callbacks(
-        self, sid: str, url: str | None, steps: list[tuple[str, int | None]]
-    ) -> None:
+    def _next_callback(self, sid: str, url: str | None, steps: Steps) -> None:
+        """Schedule the first of `steps`; each step schedules the next once it is done."""
+        if steps:
+            CALLBACKS.schedule(
+                self.settings.sandbox_callback_delay, lambda: self._callback(sid, url, steps)
+            )
+
+    def _callback(self, sid: str, url: str | None, steps: Steps) -> None:
+        """Move a message to its next status and post that status callback (in order)."""
+        status, error = steps[0]
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "date_updated": now}
+        if status == "sent":
+            values["date_sent"] = now
+        if error:
+            values["error_code"] = error
+            values["error_message"] = ERROR_MESSAGES.get(error)
+        table = cast(Table, SandboxMessage.__table__)
         try:
-            for status, error in steps:
-                time.sleep(self.settings.sandbox_callback_delay)
-                with self.db.session() as session:
-                    message = session.scalar(
-                        select(SandboxMessage).where(SandboxMessage.sid == sid)
+            with self.db.session() as session:
+                row = (
+                    session.connection()
+                    .execute(
+                        update(table)
+                        .where(table.c.sid == sid)
+                        .values(values)
+                        .returning(
+                            table.c.account_sid,
+                            table.c.from_number,
+                            table.c.to_number,
+                            table.c.messaging_service_sid,
+                        )
                     )
-                    if message is None:
-                        return
-                    message.status = status
-                    if status == "sent":
-                        message.date_sent = utcnow()
-                    if error:
-                        message.error_code = error
-                        message.error_message = ERROR_MESSAGES.get(error)
-                    form = {
-                        "MessageSid": sid,
-                        "SmsSid": sid,
-                        "MessageStatus": status,
-                        "SmsStatus": status,
-                        "AccountSid": message.account_sid,
-                        "From": message.from_number or "",
-                        "To": message.to_number,
-                        "ApiVersion": API_VERSION,
-                    }
-                    if message.messaging_service_sid:
-                        form["MessagingServiceSid"] = message.messaging_service_sid
-                    if error:
-                        form["ErrorCode"] = str(error)
-                if url:
-                    self._post_signed(url, form)
+                    .first()
+                )
+            if row is None:
+                return  # deleted meanwhile: Twilio says no more about it
+            form = {
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "AccountSid": row.account_sid,
+                "From": row.from_number or "",
+                "To": row.to_number,
+                "ApiVersion": API_VERSION,
+            }
+            if row.messaging_service_sid:
+                form["MessagingServiceSid"] = row.messaging_service_sid
+            if error:
+                form["ErrorCode"] = str(error)
+            if url:
+                self._post_signed(url, form, CALLBACKS.session())
         except Exception:
             log.exception("sandbox: status callbacks for %s stopped", sid)
+            return
+        self._next_callback(sid, url, steps[1:])
 
-    def _post_signed(self, url: str, form: dict[str, str]) -> int:
+    def _post_signed(
+        self, url: str, form: dict[str, str], http: requests.Session | None = None
+    ) -> int:
         signature = self.gateway.sign(url, form)
-        answer = requests.post(
+        answer = (http or requests).post(
             url, data=form, headers={"X-Twilio-Signature": signature}, timeout=15
         )
         return answer.status_code
