@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, event, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, event, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
@@ -63,7 +63,10 @@ def enqueue_many(
     if not rows:
         return 0
     conn = session.connection()
-    return len(conn.execute(_insert_jobs(conn.dialect.name), rows).all())
+    added = len(conn.execute(_insert_jobs(conn.dialect.name), rows).all())
+    if added:
+        session.info[_ENQUEUED] = True  # wake this process's workers once the caller commits
+    return added
 
 
 @functools.cache
@@ -105,22 +108,70 @@ def has_runnable(db: Database) -> bool:
 
 def claim(db: Database, worker_id: str, lease_seconds: int) -> ClaimedJob | None:
     """Claim the oldest runnable job (queued and due, or running with an expired lease)."""
-    now = utcnow()
     with db.session() as session:
-        job = session.scalars(
-            select(Job)
-            .where(_runnable(now))
-            .order_by(Job.run_at, Job.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
-        if job is None:
-            return None
-        job.status = "running"
-        job.attempts += 1
-        job.locked_by = worker_id
-        job.lease_until = now + timedelta(seconds=lease_seconds)
-        return ClaimedJob(job.id, job.kind, dict(job.payload), job.attempts, job.max_attempts)
+        return _claim(session, worker_id, lease_seconds)
+
+
+def complete_and_claim(
+    db: Database, job_id: int, worker_id: str, lease_seconds: int
+) -> ClaimedJob | None:
+    """Mark a job done (as `complete`) and claim the next one, in one write transaction."""
+    with db.session() as session:
+        _complete(session, job_id, worker_id)
+        return _claim(session, worker_id, lease_seconds)
+
+
+def _claim(session: Session, worker_id: str, lease_seconds: int) -> ClaimedJob | None:
+    """Claim the oldest runnable job with one UPDATE ... RETURNING in the session's transaction.
+
+    The job is picked by a subquery (FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent
+    workers pass over each other's pick; SQLite holds the write lock already).
+    """
+    now = utcnow()
+    conn = session.connection()
+    row = conn.execute(
+        _claim_statement(conn.dialect.name),
+        {
+            "now": now,
+            "worker_id": worker_id,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        },
+    ).first()
+    if row is None:
+        return None
+    return ClaimedJob(row.id, row.kind, dict(row.payload or {}), row.attempts, row.max_attempts)
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Executable:
+    """The UPDATE that claims the oldest runnable job (built once per dialect)."""
+    table = cast(Table, Job.__table__)
+    c, o = table.c, table.alias("other").c  # the subquery reads its own copy of the table
+    now = bindparam("now", type_=c.run_at.type)
+    pick = (
+        select(o.id)
+        .where(
+            or_(
+                and_(o.status == "queued", o.run_at <= now),
+                and_(o.status == "running", o.lease_until < now),
+            )
+        )
+        .order_by(o.run_at, o.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(table)
+        .where(c.id == pick)
+        .values(
+            status="running",
+            attempts=c.attempts + 1,
+            locked_by=bindparam("worker_id"),
+            lease_until=bindparam("lease_until", type_=c.lease_until.type),
+        )
+        .returning(c.id, c.kind, c.payload, c.attempts, c.max_attempts)
+    )
 
 
 def renew(db: Database, job_id: int, worker_id: str, lease_seconds: int) -> bool:
@@ -136,11 +187,29 @@ def renew(db: Database, job_id: int, worker_id: str, lease_seconds: int) -> bool
 def complete(db: Database, job_id: int, worker_id: str) -> None:
     """Mark a job done (only if this worker still holds it)."""
     with db.session() as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.locked_by == worker_id:
-            job.status = "done"
-            job.finished_at = utcnow()
-            job.lease_until = None
+        _complete(session, job_id, worker_id)
+
+
+def _complete(session: Session, job_id: int, worker_id: str) -> None:
+    """Mark a job done in the session's transaction, if this worker still holds it."""
+    table = cast(Table, Job.__table__)
+    session.connection().execute(
+        update(table)
+        .where(table.c.id == job_id, table.c.locked_by == worker_id)
+        .values(status="done", finished_at=utcnow(), lease_until=None)
+    )
+
+
+def release(db: Database, job_id: int, worker_id: str) -> None:
+    """Give back a job this worker claimed but never started: queued again, its try undone."""
+    table = cast(Table, Job.__table__)
+    c = table.c
+    with db.session() as session:
+        session.connection().execute(
+            update(table)
+            .where(c.id == job_id, c.locked_by == worker_id, c.status == "running")
+            .values(status="queued", attempts=c.attempts - 1, locked_by=None, lease_until=None)
+        )
 
 
 def backoff_seconds(attempt: int, base: float) -> float:

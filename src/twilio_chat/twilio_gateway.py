@@ -191,10 +191,13 @@ class TwilioGateway:
         """Return the SDK client, built on first use and pointed at the configured API base."""
         with self._lock:
             if self._client is None:
+                http = TwilioHttpClient(timeout=HTTP_TIMEOUT_SECONDS, logger=SDK_LOG)
+                if self.settings.sandbox and http.session is not None:
+                    # The sandbox is this app, on our own address: no proxy or .netrc from the
+                    # environment applies, and looking them up on every call costs time.
+                    http.session.trust_env = False
                 client = Client(
-                    self.settings.account_sid,
-                    self.settings.auth_token,
-                    http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_SECONDS, logger=SDK_LOG),
+                    self.settings.account_sid, self.settings.auth_token, http_client=http
                 )
                 # TWILIO_EDGE/TWILIO_REGION would rewrite the host name: settings decide.
                 client.edge = None
