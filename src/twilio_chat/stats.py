@@ -1,18 +1,17 @@
-"""Dashboard statistics: counts read from indexes alone."""
+"""Dashboard statistics, each one a count read from an index alone."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from .db import Database
 from .models import Job, Message, OptOut, utcnow
 
 FINAL_OUTBOUND = ("delivered", "undelivered", "failed")
-DELIVERED = ("delivered", "read")
-NOT_DELIVERED = ("undelivered", "failed")
 
 
 @dataclass(frozen=True)
@@ -30,41 +29,44 @@ class Stats:
     jobs_waiting: int
 
 
+def _count(
+    session: Session, direction: str, since: datetime, statuses: tuple[str, ...] = ()
+) -> int:
+    # count(*), not count(id): ix_messages_direction_created_status holds every column this
+    # reads, so PostgreSQL answers from the index alone (SQLite's indexes hold the id anyway).
+    # Six such counts beat one pass with six FILTER aggregates: SQLite evaluates those slowly.
+    query = (
+        select(func.count())
+        .select_from(Message)
+        .where(Message.direction == direction, Message.created_at >= since)
+    )
+    if statuses:
+        query = query.where(Message.status.in_(statuses))
+    return int(session.scalar(query) or 0)
+
+
 def dashboard(db: Database) -> Stats:
     """Compute the dashboard's statistics."""
     now = utcnow()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    week = now - timedelta(days=7)  # always before `today`: today's messages are in the week
-    inbound = Message.direction == "inbound"
-    outbound = Message.direction == "outbound"
-    is_today = Message.created_at >= today
-    # One pass over the week's entries of ix_messages_direction_created_status, which holds
-    # every column read here: no table row is visited (count(*), not count(id), for PostgreSQL).
-    week_counts = select(
-        func.count().filter(inbound & is_today),
-        func.count().filter(outbound & is_today),
-        func.count().filter(inbound),
-        func.count().filter(outbound),
-        func.count().filter(outbound & Message.status.in_(DELIVERED)),
-        func.count().filter(outbound & Message.status.in_(NOT_DELIVERED)),
-    ).where(Message.direction.in_(("inbound", "outbound")), Message.created_at >= week)
+    week = now - timedelta(days=7)
     with db.read() as session:
-        counts = session.execute(week_counts).one()
+        delivered = _count(session, "outbound", week, ("delivered", "read"))
+        failed = _count(session, "outbound", week, ("undelivered", "failed"))
         opted = session.scalar(
             select(func.count(func.distinct(OptOut.number))).where(OptOut.opted_out.is_(True))
         )
         waiting = session.scalar(
             select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running")))
         )
-    in_today, out_today, in_week, out_week, delivered, failed = (int(c or 0) for c in counts)
-    return Stats(
-        inbound_today=in_today,
-        outbound_today=out_today,
-        inbound_7d=in_week,
-        outbound_7d=out_week,
-        delivered_7d=delivered,
-        failed_7d=failed,
-        delivery_rate=delivered / (delivered + failed) if delivered + failed else None,
-        opted_out=int(opted or 0),
-        jobs_waiting=int(waiting or 0),
-    )
+        return Stats(
+            inbound_today=_count(session, "inbound", today),
+            outbound_today=_count(session, "outbound", today),
+            inbound_7d=_count(session, "inbound", week),
+            outbound_7d=_count(session, "outbound", week),
+            delivered_7d=delivered,
+            failed_7d=failed,
+            delivery_rate=delivered / (delivered + failed) if delivered + failed else None,
+            opted_out=int(opted or 0),
+            jobs_waiting=int(waiting or 0),
+        )
