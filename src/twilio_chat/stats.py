@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from .db import Database
 from .models import Job, Message, OptOut, utcnow
@@ -29,12 +29,10 @@ class Stats:
     jobs_waiting: int
 
 
-def _count(
-    session: Session, direction: str, since: datetime, statuses: tuple[str, ...] = ()
-) -> int:
+def _count(direction: str, since: datetime, statuses: tuple[str, ...] = ()) -> ScalarSelect[int]:
     # count(*), not count(id): ix_messages_direction_created_status holds every column this
     # reads, so PostgreSQL answers from the index alone (SQLite's indexes hold the id anyway).
-    # Six such counts beat one pass with six FILTER aggregates: SQLite evaluates those slowly.
+    # Separate counts beat one pass with six FILTER aggregates: SQLite evaluates those slowly.
     query = (
         select(func.count())
         .select_from(Message)
@@ -42,7 +40,7 @@ def _count(
     )
     if statuses:
         query = query.where(Message.status.in_(statuses))
-    return int(session.scalar(query) or 0)
+    return query.scalar_subquery()
 
 
 def dashboard(db: Database) -> Stats:
@@ -50,23 +48,32 @@ def dashboard(db: Database) -> Stats:
     now = utcnow()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     week = now - timedelta(days=7)
+    opted_out = select(func.count(func.distinct(OptOut.number))).where(OptOut.opted_out.is_(True))
+    waiting = select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running")))
+    # Every count in one statement: one round trip instead of eight.
+    counts = select(
+        _count("inbound", today),
+        _count("outbound", today),
+        _count("inbound", week),
+        _count("outbound", week),
+        _count("outbound", week, ("delivered", "read")),
+        _count("outbound", week, ("undelivered", "failed")),
+        opted_out.scalar_subquery(),
+        waiting.scalar_subquery(),
+    )
     with db.read() as session:
-        delivered = _count(session, "outbound", week, ("delivered", "read"))
-        failed = _count(session, "outbound", week, ("undelivered", "failed"))
-        opted = session.scalar(
-            select(func.count(func.distinct(OptOut.number))).where(OptOut.opted_out.is_(True))
-        )
-        waiting = session.scalar(
-            select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running")))
-        )
-        return Stats(
-            inbound_today=_count(session, "inbound", today),
-            outbound_today=_count(session, "outbound", today),
-            inbound_7d=_count(session, "inbound", week),
-            outbound_7d=_count(session, "outbound", week),
-            delivered_7d=delivered,
-            failed_7d=failed,
-            delivery_rate=delivered / (delivered + failed) if delivered + failed else None,
-            opted_out=int(opted or 0),
-            jobs_waiting=int(waiting or 0),
-        )
+        row = session.execute(counts).one()
+    in_today, out_today, in_week, out_week, delivered, failed, opted, jobs = (
+        int(value or 0) for value in row
+    )
+    return Stats(
+        inbound_today=in_today,
+        outbound_today=out_today,
+        inbound_7d=in_week,
+        outbound_7d=out_week,
+        delivered_7d=delivered,
+        failed_7d=failed,
+        delivery_rate=delivered / (delivered + failed) if delivered + failed else None,
+        opted_out=opted,
+        jobs_waiting=jobs,
+    )
