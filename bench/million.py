@@ -389,8 +389,9 @@ def load_sqlite(path: Path, total: int, contacts: int, now: datetime) -> Generat
 
         return run
 
-    # The text-search triggers index one row at a time; a bulk load indexes all rows at once
-    # after (FTS5's 'rebuild'), then puts the same triggers back.
+    # The text-search triggers (body changes and deletes of indexed rows) are dropped for the
+    # load; the index is built for all rows at once after (FTS5's 'rebuild') and marked as
+    # holding them, then the same triggers are put back.
     # Likewise, secondary indexes are built faster from sorted rows than row by row.
     triggers = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'messages'"
@@ -417,6 +418,8 @@ def load_sqlite(path: Path, total: int, contacts: int, now: datetime) -> Generat
     indexed = time.perf_counter()
     if fts:
         conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+        # The index now holds every message (migration 0005: the worker indexes newer ones).
+        conn.execute("UPDATE search_index SET indexed_through = (SELECT max(id) FROM messages)")
     for _name, sql in triggers:
         conn.execute(sql)
     searchable = time.perf_counter()

@@ -11,6 +11,7 @@ from alembic import command
 from conftest import PHONE, Live, make_settings
 from sqlalchemy import delete, event, select, text, update
 
+from twilio_chat import search
 from twilio_chat.conversations import get_thread, list_messages
 from twilio_chat.db import Database
 from twilio_chat.migrate import alembic_config
@@ -44,8 +45,9 @@ def _search(db: Database, words: str, limit: int = 50, **filters: Any) -> list[s
 
 
 def _check_index(db: Database) -> None:
-    """On SQLite, have FTS5 compare its index with the messages table (raises if they differ)."""
+    """On SQLite, index what is new, then have FTS5 compare its index with the messages table."""
     if db.is_sqlite:
+        search.index_new_messages(db)
         with db.session() as session:
             session.execute(
                 text("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
@@ -114,6 +116,27 @@ def test_the_index_follows_inserts_body_changes_and_deletes(db: Database) -> Non
     with db.session() as session:
         session.execute(update(Message).where(Message.id == changed).values(body="new passport"))
     assert _search(db, "passport") == ["new passport"]
+    _check_index(db)
+
+
+def test_search_finds_messages_before_and_after_the_worker_indexes_them(db: Database) -> None:
+    old = [_add(db, f"parcel {i} arrived") for i in range(3)]
+    assert search.index_new_messages(db) == (3 if db.is_sqlite else 0)
+    assert search.index_new_messages(db) == 0  # nothing new
+    new = [_add(db, f"parcel {i} is late") for i in range(3, 6)]
+    expected = [f"parcel {i} {'is late' if i >= 3 else 'arrived'}" for i in range(5, -1, -1)]
+    assert _search(db, "parcel") == expected  # three read directly, three through the index
+    first = list_messages(db, 4, text="PARCEL")  # a page that spans both
+    assert [m.id for m in first.items] == [*reversed(new), old[2]]
+    rest = list_messages(db, 4, text="parcel", before=first.next_cursor)
+    assert [m.id for m in rest.items] == [old[1], old[0]] and rest.next_cursor is None
+    with db.session() as session:  # a change to a message not indexed yet, then to an indexed one
+        session.execute(update(Message).where(Message.id == new[0]).values(body="a letter"))
+        session.execute(update(Message).where(Message.id == old[0]).values(body="a postcard"))
+    assert _search(db, "parcel") == expected[:2] + expected[3:5]
+    search.index_new_messages(db)
+    assert _search(db, "parcel") == expected[:2] + expected[3:5]
+    assert _search(db, "letter") == ["a letter"] and _search(db, "postcard") == ["a postcard"]
     _check_index(db)
 
 

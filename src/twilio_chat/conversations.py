@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from sqlalchemy import Integer, Text, column, delete, func, select, table
+from sqlalchemy import Integer, Select, Text, column, delete, func, select, table
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from .db import Database
 from .errors import NotFound, Upstream
-from .models import Contact, Message, OptOut, StatusEvent, utcnow
+from .models import Contact, Message, OptOut, SearchIndex, StatusEvent, utcnow
 from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
 
 T = TypeVar("T")
@@ -26,8 +26,9 @@ class Page(Generic[T]):
     next_cursor: int | None
 
 
-# SQLite's full-text index of message bodies (migration 0004): an FTS5 table with the trigram
-# tokenizer, kept in step with `messages` by triggers; its rowid is the message id.
+# SQLite's full-text index of message bodies (migrations 0004 and 0005): an FTS5 table with the
+# trigram tokenizer; its rowid is the message id. It holds messages up to
+# search_index.indexed_through; the worker adds newer ones (search.py).
 MESSAGES_FTS = table("messages_fts", column("rowid", Integer), column("body", Text))
 # The trigram index finds substrings of at least this many characters.
 TRIGRAM = 3
@@ -49,7 +50,6 @@ def list_messages(
 ) -> Page[Message]:
     """Return the newest messages, filtered, older than a cursor; text matches a substring."""
     query = select(Message)
-    order: ColumnElement[Any] = Message.id.desc()
     if direction:
         query = query.where(Message.direction == direction)
     if status:
@@ -57,24 +57,54 @@ def list_messages(
     if number:
         query = query.where(Message.contact_number == number)
     if text and db.is_sqlite and len(text) >= TRIGRAM and not number:
-        # The trigram index hands over matching ids newest first, so the query stops at the
-        # limit; one conversation's messages are few enough to read without it.
-        fts = MESSAGES_FTS
-        query = query.join(fts, fts.c.rowid == Message.id).where(fts.c.body.match(fts_phrase(text)))
-        order = fts.c.rowid.desc()  # an order FTS5 gives itself (Message.id would be sorted)
-        if before is not None:
-            query = query.where(fts.c.rowid < before)
-            before = None
-    elif text:
+        return _search_sqlite(db, query, limit, text, before)
+    if text:
         # PostgreSQL serves this from its trigram index (ix_messages_body_trgm); on SQLite it
         # reads one conversation, or the table for texts shorter than a trigram.
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Message.body.ilike(f"%{escaped}%", escape="\\"))
+        query = query.where(_contains(text))
     if before is not None:
         query = query.where(Message.id < before)
-    query = query.order_by(order).limit(limit + 1)
+    query = query.order_by(Message.id.desc()).limit(limit + 1)
     with db.read() as session:
         rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more and rows else None)
+
+
+def _contains(text: str) -> ColumnElement[bool]:
+    """The condition "the body holds `text`, in any case", with LIKE's wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return Message.body.ilike(f"%{escaped}%", escape="\\")
+
+
+def _search_sqlite(
+    db: Database, query: Select[Message], limit: int, text: str, before: int | None
+) -> Page[Message]:
+    """Search on SQLite: the messages the worker has not indexed yet, then the trigram index.
+
+    Ids only grow, so the unindexed messages are the newest: they are read directly (a range of
+    the primary key, a few rows) and come first; the index hands over the older matches newest
+    first, so the query stops at the limit.
+    """
+    fts = MESSAGES_FTS
+    with db.read() as session:
+        through = session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1))
+        through = through or 0
+        newest = query.where(Message.id > through, _contains(text))
+        if before is not None:
+            newest = newest.where(Message.id < before)
+        rows = list(session.scalars(newest.order_by(Message.id.desc()).limit(limit + 1)))
+        if len(rows) <= limit:
+            indexed = (
+                query.join(fts, fts.c.rowid == Message.id)
+                .where(fts.c.body.match(fts_phrase(text)), fts.c.rowid <= through)
+                .order_by(fts.c.rowid.desc())  # an order FTS5 gives itself
+                .limit(limit + 1 - len(rows))
+            )
+            if before is not None:
+                indexed = indexed.where(fts.c.rowid < before)
+            rows += session.scalars(indexed)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, rows[-1].id if more and rows else None)

@@ -318,6 +318,20 @@ class ReplyMode(Base):
     since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class SearchIndex(Base):
+    """How far SQLite's full-text index of message bodies has got (a single row, id 1).
+
+    Messages with an id up to `indexed_through` are in `messages_fts`; newer ones are indexed a
+    batch at a time by the worker (search.py), off the webhook's path, and searched directly
+    meanwhile. PostgreSQL indexes every row as it is written (pg_trgm) and does not use it.
+    """
+
+    __tablename__ = "search_index"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    indexed_through: Mapped[int] = mapped_column(BigId, default=0)
+
+
 class WorkerHeartbeat(Base):
     """The last sign of life of each worker (readiness checks that one is running)."""
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import ai, jobs, messaging, replies, spool
+from . import ai, jobs, messaging, replies, search, spool
 from .db import Database, get_db
 from .errors import AppError, Upstream
 from .messaging import SendRequest, send
@@ -26,6 +26,7 @@ from .twilio_gateway import HTTP_TIMEOUT_SECONDS, TwilioGateway, get_gateway
 log = logging.getLogger(__name__)
 
 SPOOL_REPLAY_SECONDS = 1.0  # how often the worker looks at the webhook spool
+SEARCH_INDEX_SECONDS = 1.0  # how often new messages are added to SQLite's search index
 STOP_CHECK_SECONDS = 0.25  # an idle worker notices `stop` at least this often
 MAX_ERROR_PAUSE_SECONDS = 2.0  # the longest pause between tries while the loop keeps failing
 QUIET_ERROR_LOG_SECONDS = 30.0  # while the database stays away, say so at most this often
@@ -59,6 +60,7 @@ class Worker:
         self._next_heartbeat = 0.0
         self._first_sync = True
         self._next_replay = 0.0
+        self._next_index = 0.0
         self._next_error_log = 0.0
         self._wake = threading.Event()  # set when this process commits a new job
         self._claimed: tuple[int, float] | None = None  # (job id, monotonic time of its claim)
@@ -149,6 +151,7 @@ class Worker:
                 self.heartbeat()
                 self.schedule_sync()
                 self.replay_spool()
+                self.index_for_search()
                 ready = look or self._next is not None or jobs.has_runnable(self.db)
                 busy = ready and self.run_once()
             except Exception as exc:
@@ -256,6 +259,18 @@ class Worker:
                 .limit(1)
             )
         return found is not None
+
+    def index_for_search(self, every: float = SEARCH_INDEX_SECONDS) -> int:
+        """Add new messages to SQLite's search index, at most once every `every` seconds.
+
+        Off the webhook's path (see search.py): at most this much of the newest mail is read
+        directly by a search instead of through the index.
+        """
+        now = time.monotonic()
+        if now < self._next_index:
+            return 0
+        self._next_index = now + every
+        return search.index_new_messages(self.db)
 
     def heartbeat(self, every: float = 10.0) -> None:
         """Record that this worker is alive (at most every `every` seconds); /readyz reads it."""
