@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from twilio_chat.db import SQLITE_SYNCHRONOUS
+from twilio_chat.db import SQLITE_DURABLE_SYNCHRONOUS
 
 from .common import (
     BENCH,
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "message_rows": rows[0],
         "distinct_sids_stored": rows[1],
         "reply_jobs": job_rows,
-        "sqlite_synchronous": SQLITE_SYNCHRONOUS,  # the app's PRAGMA: FULL fsyncs each commit
+        # The PRAGMA of inbound commits: FULL fsyncs each batch before its webhooks are answered.
+        "sqlite_synchronous": SQLITE_DURABLE_SYNCHRONOUS,
         "app": app,
         "ceiling": ceiling,
         "server": "gunicorn.conf.py: gthread, 2 processes x 8 threads; WORKER_ENABLED=false",

@@ -201,3 +201,15 @@ def test_a_message_that_fails_fails_alone(
     assert batch[2].result is not None and batch[2].result.created
     with db.read() as session:
         assert set(session.scalars(select(Message.sid))) == {text(1).sid, text(3).sid}
+
+
+def test_inbound_commits_are_fsynced_and_other_writes_are_not(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("synchronous is SQLite's setting; PostgreSQL commits are always durable")
+    from sqlalchemy import text as sql
+
+    for _ in range(2):  # the same pooled connection switches back and forth
+        with db.session(durable=True) as session:
+            assert session.scalar(sql("PRAGMA synchronous")) == 2  # FULL
+        with db.session() as session:
+            assert session.scalar(sql("PRAGMA synchronous")) == 1  # NORMAL

@@ -20,10 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from .settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# FULL: a commit is on disk (fsynced) before the webhook is answered, so a stored text survives
-# a power cut too, not only a crash of the app. Inbound webhooks are committed a batch at a time
-# (ingest.py), so this is one fsync per batch.
-SQLITE_SYNCHRONOUS = "FULL"
+# Durable write sessions (`session(durable=True)`: the inbound texts, which exist nowhere else
+# once Twilio has our 200) commit with synchronous=FULL: fsynced before the webhook is answered,
+# so they survive a power cut, not only a crash of the app; they are committed a batch at a time
+# (ingest.py), one fsync per batch. Every other write (replies, statuses, sandbox, sessions)
+# commits with NORMAL: WAL keeps it safe from a crash of the app, and the next durable commit's
+# fsync carries it to disk too; Twilio, which also holds those, can be synced from.
+SQLITE_SYNCHRONOUS = "NORMAL"
+SQLITE_DURABLE_SYNCHRONOUS = "FULL"
 
 
 class Database:
@@ -41,6 +45,10 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._durable_writer = sessionmaker(
+            self.engine.execution_options(sqlite_synchronous=SQLITE_DURABLE_SYNCHRONOUS),
+            expire_on_commit=False,
+        )
         database = self.url.database or ""
         file_backed = self.is_sqlite and database not in ("", ":memory:")
         self._lock_path: str | None = f"{database}-writers.lock" if file_backed else None
@@ -51,9 +59,13 @@ class Database:
         )
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """Open a write session: one transaction, committed on success, rolled back on error."""
-        with self._write_turn(), self._writer() as session, session.begin():
+    def session(self, durable: bool = False) -> Iterator[Session]:
+        """Open a write session: one transaction, committed on success, rolled back on error.
+
+        `durable`: on SQLite, the commit is fsynced before it returns (see SQLITE_SYNCHRONOUS).
+        """
+        factory = self._durable_writer if durable else self._writer
+        with self._write_turn(), factory() as session, session.begin():
             yield session
 
     @contextmanager
@@ -138,8 +150,13 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        options = conn.get_execution_options()
+        synchronous = options.get("sqlite_synchronous", SQLITE_SYNCHRONOUS)
+        info = conn.connection.info  # this DBAPI connection's own state, kept by the pool
+        if info.get("synchronous", SQLITE_SYNCHRONOUS) != synchronous:
+            conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")  # outside a transaction
+            info["synchronous"] = synchronous
+        conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'IMMEDIATE')}")
 
 
 def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:

@@ -101,7 +101,7 @@ class InboundWriter:
     def _write(self, batch: list[_Pending]) -> None:
         """Store a batch in one transaction; on failure, each message in its own."""
         try:
-            with self.db.session() as session:
+            with self.db.session(durable=True) as session:
                 results = store_inbound_batch(
                     session, self.settings, [item.fields for item in batch]
                 )
@@ -118,7 +118,7 @@ class InboundWriter:
     def _write_one(self, item: _Pending) -> None:
         """Store one message in its own transaction, handing back its result or its error."""
         try:
-            with self.db.session() as session:
+            with self.db.session(durable=True) as session:
                 item.result = store_inbound(session, self.settings, item.fields)
         except Exception as exc:
             item.error = exc

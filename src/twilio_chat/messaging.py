@@ -181,7 +181,7 @@ def record_inbound(
     The message, the contact summary, the ledger and the job are written in one transaction.
     `received_at` is when the webhook arrived, if that was earlier (a spooled webhook).
     """
-    with db.session() as session:
+    with db.session(durable=True) as session:
         return store_inbound(session, settings, inbound_fields(form, received_at))
 
 
