@@ -29,6 +29,7 @@ from twilio_chat.db import SQLITE_DURABLE_SYNCHRONOUS
 from .common import (
     BENCH,
     Figure,
+    Server,
     app_env,
     at_least,
     at_most,
@@ -88,7 +89,9 @@ def make_payloads(
     return every
 
 
-def run_wrk(url: str, folder: Path, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+def run_wrk(
+    url: str, folder: Path, seconds: int, connections: int, threads: int, offset: int
+) -> dict[str, Any]:
     """Run wrk against url with the payloads in folder; return its JSON summary."""
     argv = [
         "wrk",
@@ -103,6 +106,7 @@ def run_wrk(url: str, folder: Path, seconds: int, connections: int, threads: int
         "--",
         str(folder),
         "/twilio/inbound",
+        str(offset),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)  # noqa: S603
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON "))
@@ -124,7 +128,31 @@ def profile(pid: int, folder: Path, seconds: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*argv, "-p", str(pid)], stdout=subprocess.DEVNULL)  # noqa: S603
 
 
-def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+def measured(
+    server: Server, url: str, folder: Path, args: argparse.Namespace, offset: int
+) -> tuple[dict[str, Any], float]:
+    """Run wrk against a server; return wrk's summary and the server's CPU seconds meanwhile."""
+    pids = server.worker_pids()
+    before = sum(cpu_seconds(pid) for pid in pids)
+    raw = run_wrk(url, folder, args.seconds, args.connections, args.threads, offset)
+    return raw, sum(cpu_seconds(pid) for pid in pids) - before
+
+
+def describe(run: dict[str, Any]) -> str:
+    """One log line's worth of a run."""
+    return (
+        f"{run['per_second']:,.0f}/s, p99 {run['p99_ms']} ms, errors {run['errors']}, "
+        f"{run['cpu_ms_per_request']} ms of CPU per request"
+    )
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the run with the median throughput (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["per_second"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def summarize(raw: dict[str, Any], cpu_seconds_used: float) -> dict[str, Any]:
     """Turn wrk's counters into requests per second, milliseconds and an error count."""
     seconds = raw["duration_us"] / 1e6
     errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
@@ -137,6 +165,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         "max_ms": round(raw["max_us"] / 1000, 2),
         "errors": errors,
         "error_kinds": {k: raw[k] for k in ("connect", "read", "write", "status", "timeout")},
+        "cpu_ms_per_request": round(1000 * cpu_seconds_used / max(1, raw["requests"]), 3),
+        "requests_sent": sum(raw["sent"]),
     }
 
 
@@ -150,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="record the app's first worker with py-spy"
     )
-    parser.add_argument("--skip-ceiling", action="store_true", help="measure the app only")
+    parser.add_argument("--skip-ceiling", action="store_true", help="the ceiling once, briefly")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs; medians count")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (apt-get install wrk; `make bench` does it)")
@@ -164,58 +195,53 @@ def main(argv: list[str] | None = None) -> int:
 
     token = build_settings(env).auth_token
     url = f"http://127.0.0.1:{port}"
-    per_thread = 200_000 // args.threads
+    per_thread = 300_000 // args.threads
     log(f"signing {per_thread * args.threads:,} webhooks")
     sids = make_payloads(work, f"{url}/twilio/inbound", token, args.threads, per_thread)
 
-    log("ceiling: the same gunicorn config serving a bare Flask endpoint")
-    bare = gunicorn("bare", env, work, app="bench.bare:app")
+    # The app listens on the port the payloads were signed for; the ceiling on another. Both
+    # run side by side and the loads alternate, `--rounds` times: how gunicorn's two processes
+    # happen to share wrk's connections moves a single run's figure a lot on two cores.
+    log("starting the app and, for the ceiling, a bare Flask endpoint under the same config")
+    bare_port = free_port()
+    bare = gunicorn("bare", {**env, "APP_PORT": str(bare_port)}, work, app="bench.bare:app")
+    server = gunicorn("app", env, work)
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    ceilings: list[dict[str, Any]] = []
+    apps: list[dict[str, Any]] = []
+    sent_by_thread: list[set[str]] = [set() for _ in range(args.threads)]
     try:
         bare.wait_ready()
-        run_wrk(url, work, 3, args.connections, args.threads)  # warm up
-        pids = bare.worker_pids()
-        cpu_before = sum(cpu_seconds(pid) for pid in pids)
-        seconds = 2 if args.skip_ceiling else args.seconds
-        ceiling_raw = run_wrk(url, work, seconds, args.connections, args.threads)
-        ceiling_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-        ceiling = summarize(ceiling_raw)
-        ceiling["cpu_ms_per_request"] = round(
-            1000 * ceiling_cpu / max(1, ceiling_raw["requests"]), 3
-        )
-    finally:
-        bare.stop()
-    log(
-        f"ceiling: {ceiling['per_second']:,.0f}/s, p99 {ceiling['p99_ms']} ms, "
-        f"{ceiling['cpu_ms_per_request']} ms of CPU per request"
-    )
-
-    log("the app: signed webhooks stored with their reply jobs")
-    server = gunicorn("app", env, work)
-    try:
         server.wait_ready()
-        time.sleep(2)  # every worker process has loaded the app
-        pids = server.worker_pids()
-        spy = profile(pids[0], work, args.seconds - 2) if args.profile else None
-        cpu_before = sum(cpu_seconds(pid) for pid in pids)
-        raw = run_wrk(url, work, args.seconds, args.connections, args.threads)
-        cpu_used = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-        if spy is not None:
-            spy.wait()
+        time.sleep(2)  # every worker process has loaded its app
+        run_wrk(bare_url, work, 3, args.connections, args.threads, 0)  # warm up
+        offset = 0
+        for round_ in range(1, args.rounds + 1):
+            if not args.skip_ceiling or round_ == 1:
+                ceiling_raw, cpu = measured(bare, bare_url, work, args, 0)
+                ceilings.append(summarize(ceiling_raw, cpu))
+                log(f"round {round_}, ceiling: {describe(ceilings[-1])}")
+            spy = None
+            if args.profile and round_ == 1:
+                spy = profile(server.worker_pids()[0], work, args.seconds - 2)
+            raw, cpu = measured(server, url, work, args, offset)
+            if spy is not None:
+                spy.wait()
+            apps.append(summarize(raw, cpu))
+            log(f"round {round_}, app: {describe(apps[-1])}")
+            for thread, count in enumerate(raw["sent"]):
+                sent_by_thread[thread].update(sids[thread][offset : offset + count])
+            offset += max(raw["sent"])
         time.sleep(1)  # let the last requests in flight finish
     finally:
         server.stop()
-    app = summarize(raw)
-    app["cpu_ms_per_request"] = round(1000 * cpu_used / max(1, raw["requests"]), 3)
-    log(
-        f"app: {app['per_second']:,.0f}/s, p99 {app['p99_ms']} ms, errors {app['errors']}, "
-        f"{app['cpu_ms_per_request']} ms of CPU per request"
-    )
-
-    sent = {sid for thread, count in enumerate(raw["sent"]) for sid in sids[thread][:count]}
+        bare.stop()
+    ceiling, app = median_run(ceilings), median_run(apps)
+    sent = set().union(*sent_by_thread)
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT count(*), count(DISTINCT sid) FROM messages").fetchone()
         job_rows = conn.execute("SELECT count(*) FROM jobs WHERE kind='reply'").fetchone()[0]
-    requests_sent = sum(raw["sent"])
+    requests_sent = sum(a["requests_sent"] for a in apps)
     ratio = round(app["per_second"] / ceiling["per_second"], 3)
     figures: list[Figure] = [
         at_least("signed inbound webhooks", app["per_second"], "/s", 1000),
@@ -239,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         "reply_jobs": job_rows,
         # The PRAGMA of inbound commits: FULL fsyncs each batch before its webhooks are answered.
         "sqlite_synchronous": SQLITE_DURABLE_SYNCHRONOUS,
+        "rounds": args.rounds,
         "app": app,
         "ceiling": ceiling,
+        "app_rounds": apps,
+        "ceiling_rounds": ceilings,
         "server": "gunicorn.conf.py: gthread, 2 processes x 8 threads; WORKER_ENABLED=false",
     }
     write_result("ingest", "Ingest (SQLite)", figures, details)

@@ -1,6 +1,7 @@
 -- wrk script: POST pre-signed Twilio webhooks, one per line of payloads-<thread>.txt
--- (a line is "<X-Twilio-Signature>\t<form body>"). Each thread walks its own file in order;
--- done() prints one JSON line with how many requests each thread sent and the latency figures.
+-- (a line is "<X-Twilio-Signature>\t<form body>"). Each thread walks its own file in order from
+-- line offset+1 (wrk ... -- <folder> <path> <offset>); done() prints one JSON line with how many
+-- requests each thread sent and the latency figures.
 local threads = {}
 local counter = 0
 
@@ -19,12 +20,13 @@ function init(args)
     table.insert(bodies, line:sub(tab + 1))
   end
   path = args[2]
+  offset = tonumber(args[3] or "0")
   sent = 0
 end
 
 function request()
   sent = sent + 1
-  local i = sent
+  local i = offset + sent
   if i > #bodies then i = #bodies end -- more than prepared: repeat the last (a replay)
   return wrk.format("POST", path, {
     ["Content-Type"] = "application/x-www-form-urlencoded",
