@@ -65,11 +65,11 @@ class Database:
         `durable`: on SQLite, the commit is fsynced before it returns (see SQLITE_SYNCHRONOUS).
         """
         factory = self._durable_writer if durable else self._writer
-        with self._write_turn(), factory() as session, session.begin():
+        with self.write_turn(), factory() as session, session.begin():
             yield session
 
     @contextmanager
-    def _write_turn(self) -> Iterator[None]:
+    def write_turn(self) -> Iterator[None]:
         """On a SQLite file, wait for this thread's turn to write, across threads and processes.
 
         SQLite lets one writer in at a time; the others retry on a timer that backs off (1, 2,

@@ -89,6 +89,7 @@ def _spool(kind: str, error: SQLAlchemyError) -> Response:
 @public("Twilio request signature")
 def inbound() -> Response:
     """Store an inbound message (once per MessageSid) and enqueue its answer."""
+    get_writer().wait_while_writing()
     verify_signature("inbound")
     _require("inbound", "MessageSid", "From")
     try:
