@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.db import SQLITE_DURABLE_SYNCHRONOUS
@@ -138,6 +139,35 @@ def measured(
     return raw, sum(cpu_seconds(pid) for pid in pids) - before
 
 
+def resend_tail(url: str, folder: Path, sent: list[int], offset: int, connections: int) -> int:
+    """Post again the last requests of each wrk thread, as Twilio retries; return how many.
+
+    When wrk stops, it closes connections whose requests may not have been read yet, and the
+    kernel then drops them: those sids were "sent" but never reached the app. Sending each
+    thread's last `connections` requests again (answered 200, duplicates or not) means every
+    sid counted as sent did reach the app once, so the rows must match them exactly.
+    """
+    count = 0
+    with requests.Session() as session:
+        for thread, n in enumerate(sent):
+            lines = (folder / f"payloads-{thread}.txt").read_text().splitlines()
+            for line in lines[offset + max(0, n - connections) : offset + n]:
+                signature, body = line.split("\t", 1)
+                answer = session.post(
+                    f"{url}/twilio/inbound",
+                    data=body,
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "X-Twilio-Signature": signature,
+                    },
+                    timeout=30,
+                )
+                if answer.status_code != 200:
+                    raise RuntimeError(f"a resent webhook was answered {answer.status_code}")
+                count += 1
+    return count
+
+
 def describe(run: dict[str, Any]) -> str:
     """One log line's worth of a run."""
     return (
@@ -229,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait()
             apps.append(summarize(raw, cpu))
             log(f"round {round_}, app: {describe(apps[-1])}")
+            resent = resend_tail(url, work, raw["sent"], offset, args.connections)
+            apps[-1]["tail_resent"] = resent
             for thread, count in enumerate(raw["sent"]):
                 sent_by_thread[thread].update(sids[thread][offset : offset + count])
             offset += max(raw["sent"])

@@ -22,11 +22,15 @@ function init(args)
   path = args[2]
   offset = tonumber(args[3] or "0")
   sent = 0
+  probed = false
 end
 
 function request()
-  sent = sent + 1
-  local i = offset + sent
+  -- wrk may call request() once as a thread starts, to see whether requests change, and not
+  -- send that one: the first call does not count, and the first request sent repeats it.
+  if probed then sent = sent + 1 end
+  probed = true
+  local i = offset + math.max(sent, 1)
   if i > #bodies then i = #bodies end -- more than prepared: repeat the last (a replay)
   return wrk.format("POST", path, {
     ["Content-Type"] = "application/x-www-form-urlencoded",
