@@ -511,7 +511,8 @@ def test_an_unknown_sid_is_404_for_detail_redact_and_delete(live: Live) -> None:
 
 
 def test_redact_erases_the_body_here_and_at_twilio(live: Live) -> None:
-    sent = _send(live, to=OTHER, body="my secret code is 1234")
+    # Not a hex string: a random sid in the same answer once contained the old secret "1234".
+    sent = _send(live, to=OTHER, body="my secret word is swordfish")
     _wait_status(live, sent["sid"])
     answer = live.api("POST", f"/api/messages/{sent['sid']}/redact")
     assert answer.status_code == 200, answer.text
@@ -521,7 +522,7 @@ def test_redact_erases_the_body_here_and_at_twilio(live: Live) -> None:
     local = _detail(live, sent["sid"])
     assert (local["body"], local["redacted"], local["status"]) == ("", True, "delivered")
     assert [(m["sid"], m["body"]) for m in _remote(live, to=OTHER)] == [(sent["sid"], "")]
-    assert "1234" not in live.api("GET", f"/api/conversations/{OTHER}").text
+    assert "swordfish" not in live.api("GET", f"/api/conversations/{OTHER}").text
 
 
 def test_delete_removes_the_message_here_and_at_twilio(live: Live) -> None:
