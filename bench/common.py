@@ -193,6 +193,39 @@ def gunicorn(
     return start(name, argv, env, f"http://127.0.0.1:{env['APP_PORT']}", logs)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the CPU time (user + system) the processes have used so far (gone ones: 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def profile(pids: list[int], folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """Record each process with py-spy (raw collapsed stacks in folder/profile-<pid>.txt)."""
+    spies = []
+    for pid in pids:
+        out = folder / f"profile-{pid}.txt"
+        log(f"profiling pid {pid} into {out}")
+        argv = [str(BIN / "py-spy"), "record", "--gil", "--format", "raw", "-o", str(out)]
+        argv += ["-d", str(int(seconds)), "-p", str(pid)]
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))  # noqa: S603
+    return spies
+
+
+def inbound_webhook(sid: str, sender: str, body: str) -> dict[str, str]:
+    """The form Twilio posts for an inbound text to the sandbox's number (the sandbox's own)."""
+    from twilio_chat.sandbox.state import inbound_form
+    from twilio_chat.settings import SANDBOX_ACCOUNT_SID, SANDBOX_DEFAULT_FROM
+
+    return inbound_form(SANDBOX_ACCOUNT_SID, sid, sender, SANDBOX_DEFAULT_FROM, body, [])
+
+
 def rss_mib(pid: int) -> float:
     """Return a process's resident memory in MiB (0 when it is gone)."""
     try:

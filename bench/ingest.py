@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -34,17 +33,19 @@ from .common import (
     app_env,
     at_least,
     at_most,
+    cpu_seconds,
     equal,
     free_port,
     gunicorn,
+    inbound_webhook,
     log,
+    profile,
     twilio_chat,
     write_result,
 )
 
 LUA = BENCH / "wrk" / "inbound.lua"
 REPLAY_SHARE = 0.10
-OUR_NUMBER = "+15005550006"
 
 
 def make_payloads(
@@ -66,21 +67,7 @@ def make_payloads(
                 continue
             sid = f"SM{thread:04x}{i:028x}"
             sender = f"+1555{rng.randrange(1_000_000, 2_000_000):07d}"
-            form = {
-                "ToCountry": "US",
-                "SmsMessageSid": sid,
-                "NumMedia": "0",
-                "SmsSid": sid,
-                "SmsStatus": "received",
-                "Body": f"Hello, is the shop open today? ({i})",
-                "FromCountry": "US",
-                "To": OUR_NUMBER,
-                "NumSegments": "1",
-                "MessageSid": sid,
-                "AccountSid": "AC" + "0" * 32,
-                "From": sender,
-                "ApiVersion": "2010-04-01",
-            }
+            form = inbound_webhook(sid, sender, f"Hello, is the shop open today? ({i})")
             line = f"{validator.compute_signature(url, form)}\t{urlencode(form)}"
             lines.append(line)
             signed.append(line)
@@ -115,28 +102,14 @@ def run_wrk(
     return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """Return the CPU time (user and system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def profile(pid: int, folder: Path, seconds: int) -> subprocess.Popen[bytes]:
-    """Record one process with py-spy (collapsed stacks in folder/profile.txt)."""
-    out = folder / "profile.txt"
-    log(f"profiling pid {pid} into {out}")
-    argv = ["py-spy", "record", "--gil", "--format", "raw", "-o", str(out), "-d", str(seconds)]
-    return subprocess.Popen([*argv, "-p", str(pid)], stdout=subprocess.DEVNULL)  # noqa: S603
-
-
 def measured(
     server: Server, url: str, folder: Path, args: argparse.Namespace, offset: int
 ) -> tuple[dict[str, Any], float]:
     """Run wrk against a server; return wrk's summary and the server's CPU seconds meanwhile."""
     pids = server.worker_pids()
-    before = sum(cpu_seconds(pid) for pid in pids)
+    before = cpu_seconds(pids)
     raw = run_wrk(url, folder, args.seconds, args.connections, args.threads, offset)
-    return raw, sum(cpu_seconds(pid) for pid in pids) - before
+    return raw, cpu_seconds(pids) - before
 
 
 def resend_tail(url: str, folder: Path, sent: list[int], offset: int, connections: int) -> int:
@@ -253,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"round {round_}, ceiling: {describe(ceilings[-1])}")
             spy = None
             if args.profile and round_ == 1:
-                spy = profile(server.worker_pids()[0], work, args.seconds - 2)
+                spy = profile(server.worker_pids()[:1], work, args.seconds - 2)[0]
             raw, cpu = measured(server, url, work, args, offset)
             if spy is not None:
                 spy.wait()

@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,20 +30,21 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from .common import (
-    BIN,
     Figure,
     app_env,
     at_most,
+    cpu_seconds,
     equal,
     free_port,
     gunicorn,
+    inbound_webhook,
     log,
     percentile,
+    profile,
     twilio_chat,
     write_result,
 )
 
-OUR_NUMBER = "+15005550006"
 P50_TARGET_MS = 100
 P99_TARGET_MS = 500
 
@@ -71,21 +71,7 @@ def make_texts(url: str, token: str, count: int, batch: int) -> list[Text]:
     for i in range(count):
         sid = f"SM{batch:02x}{i:030x}"
         sender = f"+1555{batch}{i:06d}"
-        form = {
-            "ToCountry": "US",
-            "SmsMessageSid": sid,
-            "NumMedia": "0",
-            "SmsSid": sid,
-            "SmsStatus": "received",
-            "Body": f"Hello, is the shop open today? ({i})",
-            "FromCountry": "US",
-            "To": OUR_NUMBER,
-            "NumSegments": "1",
-            "MessageSid": sid,
-            "AccountSid": "AC" + "0" * 32,
-            "From": sender,
-            "ApiVersion": "2010-04-01",
-        }
+        form = inbound_webhook(sid, sender, f"Hello, is the shop open today? ({i})")
         texts.append(Text(sid, sender, form, validator.compute_signature(url, form)))
     return texts
 
@@ -144,44 +130,10 @@ def wait_replies(db_path: Path, expected: int, timeout: float) -> int:
     return int(created)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """Return the CPU time (user + system) the processes have used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
-
-
 def _epoch(value: str) -> float:
     """Turn a timestamp SQLite holds (naive UTC, microseconds) into seconds since the epoch."""
     parsed = datetime.fromisoformat(value)
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def profile(pids: list[int], folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """Record each process with py-spy (raw collapsed stacks in folder/profile-<pid>.txt)."""
-    spies = []
-    for pid in pids:
-        out = folder / f"profile-{pid}.txt"
-        log(f"profiling pid {pid} into {out}")
-        argv = [
-            str(BIN / "py-spy"),
-            "record",
-            "--gil",
-            "--format",
-            "raw",
-            "-o",
-            str(out),
-            "-d",
-            str(int(seconds)),
-        ]
-        spies.append(subprocess.Popen([*argv, "-p", str(pid)], stdout=subprocess.DEVNULL))  # noqa: S603
-    return spies
 
 
 def analyse(

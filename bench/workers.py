@@ -29,6 +29,7 @@ from .common import (
     Figure,
     Server,
     app_env,
+    cpu_seconds,
     equal,
     free_port,
     gunicorn,
@@ -37,7 +38,7 @@ from .common import (
     twilio_chat,
     write_result,
 )
-from .latency import _epoch, _query, cpu_seconds, make_texts
+from .latency import _epoch, _query, make_texts
 
 WORKER_COUNTS = (1, 2, 4)
 

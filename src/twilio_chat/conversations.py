@@ -12,7 +12,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from .db import Database
 from .errors import NotFound, Upstream
-from .models import Contact, Message, OptOut, SearchIndex, StatusEvent, utcnow
+from .models import Contact, Message, OptOut, StatusEvent, utcnow
+from .search import indexed_through
 from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
 
 T = TypeVar("T")
@@ -89,8 +90,7 @@ def _search_sqlite(
     """
     fts = MESSAGES_FTS
     with db.read() as session:
-        through = session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1))
-        through = through or 0
+        through = indexed_through(session)
         newest = query.where(Message.id > through, _contains(text))
         if before is not None:
             newest = newest.where(Message.id < before)

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 GATE_SECONDS = 0.05  # the longest a webhook is held back while its process writes a batch
 IDLE_SECONDS = 30  # a writer with nothing to do for this long ends; the next message starts one
-_MAKE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -149,9 +148,8 @@ def get_writer(app: Flask | None = None) -> InboundWriter:
     """Return the app's inbound writer, made on first use."""
     target = app or current_app
     writer: InboundWriter | None = target.extensions.get("inbound_writer")
-    if writer is None:
-        with _MAKE_LOCK:
-            writer = target.extensions.setdefault(
-                "inbound_writer", InboundWriter(get_db(target), target.extensions["settings"])
-            )
+    if writer is None:  # setdefault: two first requests at once still share one writer
+        writer = target.extensions.setdefault(
+            "inbound_writer", InboundWriter(get_db(target), target.extensions["settings"])
+        )
     return writer

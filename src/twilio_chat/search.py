@@ -11,6 +11,7 @@ through triggers. PostgreSQL's trigram index (pg_trgm, GIN) needs none of this.
 from __future__ import annotations
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
 
 from .db import Database
 from .models import Message, SearchIndex
@@ -18,12 +19,9 @@ from .models import Message, SearchIndex
 BATCH = 5000  # messages indexed per transaction
 
 
-def indexed_through(db: Database) -> int:
-    """Return the highest message id the full-text index holds (0 when none, or not SQLite)."""
-    if not db.is_sqlite:
-        return 0
-    with db.read() as session:
-        return session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1)) or 0
+def indexed_through(session: Session) -> int:
+    """Return the highest message id the full-text index holds (0 when it holds none)."""
+    return session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1)) or 0
 
 
 def index_new_messages(db: Database, limit: int = BATCH) -> int:
@@ -35,12 +33,13 @@ def index_new_messages(db: Database, limit: int = BATCH) -> int:
     if not db.is_sqlite:
         return 0
     with db.read() as session:
-        through = session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1))
         newest = session.scalar(select(func.max(Message.id)))
-    if through is None or newest is None or newest <= through:
-        return 0
+        if newest is None or newest <= indexed_through(session):
+            return 0
     with db.session() as session:
         through = session.scalar(select(SearchIndex.indexed_through).where(SearchIndex.id == 1))
+        if through is None:  # no row (migration 0005 makes it): index nothing twice
+            return 0
         last = session.scalar(
             select(func.max(Message.id)).where(
                 Message.id.in_(
@@ -52,7 +51,7 @@ def index_new_messages(db: Database, limit: int = BATCH) -> int:
                 )
             )
         )
-        if through is None or last is None:
+        if last is None:
             return 0
         added = (
             session.connection()

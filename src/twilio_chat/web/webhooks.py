@@ -89,11 +89,11 @@ def _spool(kind: str, error: SQLAlchemyError) -> Response:
 @public("Twilio request signature")
 def inbound() -> Response:
     """Store an inbound message (once per MessageSid) and enqueue its answer."""
-    get_writer().wait_while_writing()
+    writer = get_writer()
+    writer.wait_while_writing()
     verify_signature("inbound")
     _require("inbound", "MessageSid", "From")
     try:
-        writer = get_writer()
         result = writer.store(messaging.inbound_fields(request.form))
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
