@@ -6,16 +6,18 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from .settings import Settings
 
@@ -168,6 +170,57 @@ def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert
     once.
     """
     return sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+
+
+class DriverStatement:
+    """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
+
+    For the few statements a hot path runs per row (each webhook's insert), SQLAlchemy's
+    per-call machinery (cache key, execution context, result object) costs several times what
+    SQLite itself spends, and on SQLite that time is spent holding the one write lock. The
+    statement is still SQLAlchemy's, built from the models' tables and compiled by the dialect;
+    its parameters still go through each column type's own bind processor, and returned values
+    through its result processor. Only the execution is the driver's. It must run on a
+    connection inside the caller's transaction (`run(session.connection(), ...)`).
+    """
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect, keys: list[str]) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=keys))
+        self.sql = compiled.string
+        self._positions = compiled.positiontup  # None for a named paramstyle (psycopg)
+        self._binds: dict[str, Callable[[Any], Any] | None] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in compiled.binds.items()
+        }
+        columns = getattr(statement, "exported_columns", ())
+        self._results = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ]
+
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute with `values` (by column key) on the connection's cursor; return its rows."""
+        params = {
+            name: (value if (convert := self._binds.get(name)) is None else convert(value))
+            for name, value in values.items()
+        }
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if self._positions is None:
+                cursor.execute(self.sql, params)
+            else:
+                cursor.execute(self.sql, [params[name] for name in self._positions])
+            if cursor.description is None:
+                return []
+            results = self._results
+            return [
+                tuple(
+                    value if convert is None else convert(value)
+                    for value, convert in zip(row, results, strict=True)
+                )
+                for row in cursor.fetchall()
+            ]
+        finally:
+            cursor.close()
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -97,11 +97,6 @@ class InboundWriter:
                         self._thread = None
                         return
                 continue
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
             try:
                 self._write(batch)
             except BaseException as exc:  # never leave a request waiting forever
@@ -117,6 +112,12 @@ class InboundWriter:
             with self.db.write_turn():  # the other processes' turn: requests run meanwhile
                 if self.db.is_sqlite:  # PostgreSQL writers do not take turns
                     self._gate.clear()
+                # Whatever queued up while waiting for the turn goes in this batch too.
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
                 try:
                     with self.db.session(durable=True) as session:
                         results = store_inbound_batch(

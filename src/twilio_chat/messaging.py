@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
 
 from . import jobs, replies
-from .db import Database, upsert_into
+from .db import Database, DriverStatement, upsert_into
 from .errors import N_, InvalidInput, OptedOut, Upstream
 from .metrics import SENDS
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
@@ -240,51 +239,37 @@ def store_inbound(
 def store_inbound_batch(
     session: Session, settings: Settings, batch: Sequence[InboundFields], answer: bool = True
 ) -> list[InboundResult]:
-    """Store inbound messages in the caller's transaction, as if one after another, in order.
+    """Store inbound messages in the caller's transaction, one after another, in order.
 
-    Each message is stored once per sid (a sid already stored, or repeated in the batch, is a
+    Each message is stored once per sid (a sid already stored, or earlier in the batch, is a
     duplicate), counted on its conversation, recorded in the opt-out ledger when it is a
-    keyword, and given a reply job when someone must answer it. A batch of any size takes the
-    same few statements (`INSERT ... ON CONFLICT` over all its rows), each built and compiled
-    once: this is the path every webhook takes (see ingest.py).
+    keyword, and given a reply job when someone must answer it. This is the path every webhook
+    takes (see ingest.py): per message, three statements built and compiled once per dialect
+    and run on the driver's cursor (`DriverStatement`), and one insert of the batch's jobs.
     """
     conn = session.connection()
-    st = _inbound_statements(conn.dialect.name)
+    st = _inbound_statements(conn.dialect)
     now = utcnow()
-    keywords = [keyword_of(f.body, f.opt_out_type) for f in batch]
-    first: dict[str, int] = {}  # sid -> where it first occurs; a dict keeps arrival order
-    for i, f in enumerate(batch):
-        first.setdefault(f.sid, i)
-    rows = [_message_row(batch[i], now) for i in first.values()]
-    inserted: dict[str, int] = {sid: id_ for id_, sid in conn.execute(st.messages, rows)}
-    before = [sid for sid in first if sid not in inserted]
-    stored = dict(inserted)
-    if before:  # stored earlier: by a webhook Twilio retried, a spool replay, or a sync
-        stored.update({sid: id_ for id_, sid in conn.execute(st.ids_by_sid, {"sids": before})})
-    new = [i for sid, i in first.items() if sid in inserted]
-
-    contacts: dict[str, dict[str, Any]] = {}
-    for i in new:
-        f = batch[i]
-        at, id_ = f.received_at or now, inserted[f.sid]
-        row = contacts.setdefault(f.sender, {"number": f.sender, "unread_count": 0})
-        row["unread_count"] += 1
-        if "last_message_at" not in row or (at, id_) >= (
-            row["last_message_at"],
-            row["last_message_id"],
-        ):
-            row.update(last_message_id=id_, last_message_at=at, created_at=now)
-    paused: dict[str, datetime | None] = {}
-    if contacts:
-        paused = {n: p for n, p in conn.execute(st.contacts, list(contacts.values()))}
-
-    opted_out: set[tuple[str, str]] = set()  # (our sender, their number), as the ledger stands
-    if contacts:
-        opted_out = {(s, n) for s, n in conn.execute(st.opted_out, {"numbers": list(contacts)})}
-    results: dict[str, InboundResult] = {}
+    out: list[InboundResult] = []
     reply_jobs: list[tuple[dict[str, Any], str]] = []
-    for i in new:
-        f, keyword = batch[i], keywords[i]
+    for f in batch:
+        keyword = keyword_of(f.body, f.opt_out_type)
+        inserted = st.message.run(conn, _message_row(f, now))
+        if not inserted:  # stored earlier: a webhook Twilio retried, a spool replay, a sync
+            (stored,) = st.id_by_sid.run(conn, {"sid": f.sid})
+            out.append(InboundResult(stored[0], False, keyword, False))
+            continue
+        message_id = inserted[0][0]
+        ((paused,),) = st.contact.run(
+            conn,
+            {
+                "number": f.sender,
+                "unread_count": 1,
+                "last_message_id": message_id,
+                "last_message_at": f.received_at or now,
+                "created_at": now,
+            },
+        )
         senders = replies.opt_out_senders(f)
         if keyword in ("opt_out", "opt_in"):
             for ledger_sender in set(senders):
@@ -295,25 +280,22 @@ def store_inbound_batch(
                     keyword == "opt_out",
                     f"keyword {f.body.strip()}",
                 )
-                (opted_out.add if keyword == "opt_out" else opted_out.discard)(
-                    (ledger_sender, f.sender)
-                )
-        opted = any((s, f.sender) in opted_out for s in senders)
-        reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused.get(f.sender))
+            session.flush()  # the ledger as it now stands, for the next statements
+        ledger = {sender for (sender,) in st.opted_out.run(conn, {"number": f.sender})}
+        opted = any(s in ledger for s in senders)
+        reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused)
         enqueue = answer and reason is None
         if enqueue:
-            reply_jobs.append(({"message_id": inserted[f.sid]}, f"reply:{f.sid}"))
-        results[f.sid] = InboundResult(inserted[f.sid], True, keyword, enqueue)
+            reply_jobs.append(({"message_id": message_id}, f"reply:{f.sid}"))
+        out.append(InboundResult(message_id, True, keyword, enqueue))
     if reply_jobs:
         jobs.enqueue_many(session, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
-
-    out = []
-    for i, f in enumerate(batch):
-        if first[f.sid] == i and f.sid in results:
-            out.append(results[f.sid])
-        else:
-            out.append(InboundResult(stored[f.sid], False, keywords[i], False))
     return out
+
+
+def _message_row_keys() -> tuple[str, ...]:
+    """Return the columns an inbound message's row sets (the keys of `_message_row`)."""
+    return tuple(_message_row(InboundFields("", "", "", None, "", [], 1, None), utcnow()))
 
 
 def _message_row(fields: InboundFields, now: datetime) -> dict[str, Any]:
@@ -338,41 +320,61 @@ def _message_row(fields: InboundFields, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _InboundStatements:
-    messages: Executable
-    ids_by_sid: Executable
-    contacts: Executable
-    opted_out: Executable
+    message: DriverStatement
+    id_by_sid: DriverStatement
+    contact: DriverStatement
+    opted_out: DriverStatement
 
 
-@functools.cache
-def _inbound_statements(dialect: str) -> _InboundStatements:
-    """Build the inbound path's statements once per dialect."""
+_INBOUND_STATEMENTS: dict[tuple[str, str], _InboundStatements] = {}
+
+
+def _inbound_statements(dialect: Dialect) -> _InboundStatements:
+    """Return the inbound path's statements, built and compiled once per database driver."""
+    key = (dialect.name, dialect.driver)
+    statements = _INBOUND_STATEMENTS.get(key)
+    if statements is None:
+        statements = _INBOUND_STATEMENTS.setdefault(key, _build_inbound_statements(dialect))
+    return statements
+
+
+def _build_inbound_statements(dialect: Dialect) -> _InboundStatements:
+    """Build and compile the inbound path's statements for a dialect."""
     m, c, o = MESSAGES, CONTACTS, OPT_OUTS.c
-    contact = upsert_into(dialect, c)
+    contact = upsert_into(dialect.name, c)
     newer = or_(
         c.c.last_message_at.is_(None), contact.excluded.last_message_at >= c.c.last_message_at
     )
-    return _InboundStatements(
-        messages=upsert_into(dialect, m)
+    message = (
+        upsert_into(dialect.name, m)
         .on_conflict_do_nothing(index_elements=[m.c.sid])
-        .returning(m.c.id, m.c.sid),
-        ids_by_sid=select(m.c.id, m.c.sid).where(m.c.sid.in_(bindparam("sids", expanding=True))),
-        # New messages count as unread and, unless they are older than the last one (a
-        # spooled webhook stored late), the newest becomes the conversation's last message.
-        contacts=contact.on_conflict_do_update(
-            index_elements=[c.c.number],
-            set_={
-                "unread_count": c.c.unread_count + contact.excluded.unread_count,
-                "last_message_id": case(
-                    (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
-                ),
-                "last_message_at": case(
-                    (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
-                ),
-            },
-        ).returning(c.c.number, c.c.replies_paused_until),
-        opted_out=select(o.sender, o.number).where(
-            o.number.in_(bindparam("numbers", expanding=True)), o.opted_out.is_(True)
+        .returning(m.c.id)
+    )
+    return _InboundStatements(
+        message=DriverStatement(message, dialect, list(_message_row_keys())),
+        id_by_sid=DriverStatement(select(m.c.id).where(m.c.sid == bindparam("sid")), dialect, []),
+        # A new message counts as unread and, unless it is older than the last one (a spooled
+        # webhook stored late), becomes the conversation's last message.
+        contact=DriverStatement(
+            contact.on_conflict_do_update(
+                index_elements=[c.c.number],
+                set_={
+                    "unread_count": c.c.unread_count + contact.excluded.unread_count,
+                    "last_message_id": case(
+                        (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
+                    ),
+                    "last_message_at": case(
+                        (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
+                    ),
+                },
+            ).returning(c.c.replies_paused_until),
+            dialect,
+            ["number", "unread_count", "last_message_id", "last_message_at", "created_at"],
+        ),
+        opted_out=DriverStatement(
+            select(o.sender).where(o.number == bindparam("number"), o.opted_out.is_(True)),
+            dialect,
+            [],
         ),
     )
 
