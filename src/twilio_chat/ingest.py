@@ -22,7 +22,7 @@ from flask import Flask, current_app
 
 from .db import Database, get_db
 from .messaging import InboundFields, InboundResult, store_inbound, store_inbound_batch
-from .settings import Settings
+from .settings import Settings, is_e164
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64
@@ -65,6 +65,9 @@ class InboundWriter:
 
     def store(self, fields: InboundFields) -> InboundResult:
         """Store one inbound message (with its reply job) and return once it is committed."""
+        # Whether the sender is a phone number decides whether it is answered; asked here, the
+        # answer is cached (settings.is_e164) before the writer needs it inside the write lock.
+        is_e164(fields.sender)
         pending = _Pending(fields)
         self._queue.put(pending)
         self._ensure_thread()  # after the put: a writer about to retire sees this message

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, event, func, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from .db import Database, upsert_into
+from .db import Database, DriverStatement, upsert_into
 from .models import Job, utcnow
 
 BACKOFF_MAX_SECONDS = 3600.0
@@ -44,7 +45,9 @@ def enqueue_many(
 ) -> int:
     """Add jobs (payload, unique key) in the caller's transaction; return how many were new.
 
-    One statement for them all, no savepoint: ON CONFLICT keeps out a job whose key exists.
+    No savepoint: ON CONFLICT keeps out a job whose key exists. Each job is one insert run on
+    the driver's cursor (`DriverStatement`): this is on every inbound webhook's path, inside
+    SQLite's write lock.
     """
     now = utcnow()
     rows = [
@@ -63,21 +66,31 @@ def enqueue_many(
     if not rows:
         return 0
     conn = session.connection()
-    added = len(conn.execute(_insert_jobs(conn.dialect.name), rows).all())
+    insert = _insert_jobs(conn.dialect)
+    added = sum(len(insert.run(conn, row)) for row in rows)
     if added:
         session.info[_ENQUEUED] = True  # wake this process's workers once the caller commits
     return added
 
 
-@functools.cache
-def _insert_jobs(dialect: str) -> Executable:
-    """The INSERT of jobs that skips a duplicate unique_key (built once per dialect)."""
-    table = cast(Table, Job.__table__)
-    return (
-        upsert_into(dialect, table)
-        .on_conflict_do_nothing(index_elements=[table.c.unique_key])
-        .returning(table.c.id)
-    )
+_INSERT_JOBS: dict[tuple[str, str], DriverStatement] = {}
+
+
+def _insert_jobs(dialect: Dialect) -> DriverStatement:
+    """The INSERT of a job that skips a duplicate unique_key (compiled once per driver)."""
+    key = (dialect.name, dialect.driver)
+    statement = _INSERT_JOBS.get(key)
+    if statement is None:
+        table = cast(Table, Job.__table__)
+        insert = (
+            upsert_into(dialect.name, table)
+            .on_conflict_do_nothing(index_elements=[table.c.unique_key])
+            .returning(table.c.id)
+        )
+        keys = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
+        statement = DriverStatement(insert, dialect, [*keys, "created_at"])
+        statement = _INSERT_JOBS.setdefault(key, statement)
+    return statement
 
 
 @dataclass(frozen=True)
