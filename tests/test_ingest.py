@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from twilio_chat import ingest, messaging
 from twilio_chat.db import Database
@@ -203,16 +203,46 @@ def test_a_message_that_fails_fails_alone(
         assert set(session.scalars(select(Message.sid))) == {text(1).sid, text(3).sid}
 
 
-def test_inbound_commits_are_fsynced_and_other_writes_are_not(db: Database) -> None:
+def test_inbound_commits_are_fsynced_after_the_write_lock_and_other_writes_are_not(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not db.is_sqlite:
-        pytest.skip("synchronous is SQLite's setting; PostgreSQL commits are always durable")
+        pytest.skip("the WAL is SQLite's; PostgreSQL commits are always durable")
+    import fcntl
+    import os
+
     from sqlalchemy import text as sql
 
-    for _ in range(2):  # the same pooled connection switches back and forth
-        with db.session(durable=True) as session:
-            assert session.scalar(sql("PRAGMA synchronous")) == 2  # FULL
-        with db.session() as session:
-            assert session.scalar(sql("PRAGMA synchronous")) == 1  # NORMAL
+    from twilio_chat import db as db_module
+
+    lock_path = f"{db.url.database}-writers.lock"
+    synced: list[tuple[str, bool, int]] = []  # (file, write lock free, messages committed)
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        probe = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free, or raises
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        with db.read() as session:
+            committed = session.scalar(select(func.count(Message.id))) or 0
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), free, committed))
+        real(fd)
+
+    monkeypatch.setattr(db_module.os, "fdatasync", fdatasync)
+    with db.session() as session:
+        assert session.scalar(sql("PRAGMA synchronous")) == 1  # NORMAL: no fsync in the commit
+    assert synced == []  # an ordinary write is not fsynced
+
+    writer = ingest.InboundWriter(db, settings)
+    result = writer.store(text(1))  # answered only once the fsync is done
+    assert result.created
+    assert synced == [(f"{db.url.database}-wal", True, 1)]  # after the commit, lock released
 
 
 def test_new_webhooks_are_held_back_only_while_their_process_writes_on_sqlite(

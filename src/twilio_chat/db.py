@@ -22,14 +22,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from .settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Durable write sessions (`session(durable=True)`: the inbound texts, which exist nowhere else
-# once Twilio has our 200) commit with synchronous=FULL: fsynced before the webhook is answered,
-# so they survive a power cut, not only a crash of the app; they are committed a batch at a time
-# (ingest.py), one fsync per batch. Every other write (replies, statuses, sandbox, sessions)
-# commits with NORMAL: WAL keeps it safe from a crash of the app, and the next durable commit's
-# fsync carries it to disk too; Twilio, which also holds those, can be synced from.
+# Every SQLite commit is made with synchronous=NORMAL: in WAL mode the commit is written to the
+# WAL file, safe from a crash of the app, but not yet fsynced. Durable write sessions
+# (`session(durable=True)`: the inbound texts, which exist nowhere else once Twilio has our
+# 200) then fsync the WAL (`Database.make_durable`) before they return: what synchronous=FULL
+# does inside the commit, done after the write lock is released. The other process can write
+# meanwhile, and one fsync carries every commit made before it, from any process, to disk.
 SQLITE_SYNCHRONOUS = "NORMAL"
-SQLITE_DURABLE_SYNCHRONOUS = "FULL"
 
 
 class Database:
@@ -47,13 +46,10 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
-        self._durable_writer = sessionmaker(
-            self.engine.execution_options(sqlite_synchronous=SQLITE_DURABLE_SYNCHRONOUS),
-            expire_on_commit=False,
-        )
         database = self.url.database or ""
         file_backed = self.is_sqlite and database not in ("", ":memory:")
         self._lock_path: str | None = f"{database}-writers.lock" if file_backed else None
+        self._wal_path: str | None = f"{database}-wal" if file_backed else None
         self._local = threading.local()
         # Reads begin a deferred transaction: they never wait for the write lock.
         self._reader = sessionmaker(
@@ -64,11 +60,32 @@ class Database:
     def session(self, durable: bool = False) -> Iterator[Session]:
         """Open a write session: one transaction, committed on success, rolled back on error.
 
-        `durable`: on SQLite, the commit is fsynced before it returns (see SQLITE_SYNCHRONOUS).
+        `durable`: on SQLite, the commit is on disk before this returns: once the write lock
+        is released, the WAL is fsynced (`make_durable`, see SQLITE_SYNCHRONOUS).
         """
-        factory = self._durable_writer if durable else self._writer
-        with self.write_turn(), factory() as session, session.begin():
+        with self.write_turn(), self._writer() as session, session.begin():
             yield session
+        if durable:
+            self.make_durable()
+
+    def make_durable(self) -> None:
+        """Make every commit so far survive a power cut: fsync SQLite's WAL file.
+
+        A commit in WAL mode appends its pages to the WAL; SQLite recovers every committed
+        transaction whose pages are on disk. When there is no WAL file, its contents were
+        checkpointed into the database file, which SQLite fsyncs after a checkpoint. PostgreSQL
+        and an in-memory database need nothing.
+        """
+        if self._wal_path is None:
+            return
+        try:
+            fd = os.open(self._wal_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def write_turn(self) -> Iterator[None]:
@@ -152,13 +169,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        options = conn.get_execution_options()
-        synchronous = options.get("sqlite_synchronous", SQLITE_SYNCHRONOUS)
-        info = conn.connection.info  # this DBAPI connection's own state, kept by the pool
-        if info.get("synchronous", SQLITE_SYNCHRONOUS) != synchronous:
-            conn.exec_driver_sql(f"PRAGMA synchronous={synchronous}")  # outside a transaction
-            info["synchronous"] = synchronous
-        conn.exec_driver_sql(f"BEGIN {options.get('sqlite_begin', 'IMMEDIATE')}")
+        begin = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {begin}")
 
 
 def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:

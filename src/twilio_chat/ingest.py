@@ -122,12 +122,13 @@ class InboundWriter:
                     except queue.Empty:
                         break
                 try:
-                    with self.db.session(durable=True) as session:
+                    with self.db.session() as session:
                         results = store_inbound_batch(
                             session, self.settings, [item.fields for item in batch]
                         )
                 finally:
                     self._gate.set()
+            self.db.make_durable()  # the fsync, once the other processes may write again
         except Exception:
             if len(batch) == 1:
                 raise
