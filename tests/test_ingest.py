@@ -243,21 +243,3 @@ def test_inbound_commits_are_fsynced_after_the_write_lock_and_other_writes_are_n
     result = writer.store(text(1))  # answered only once the fsync is done
     assert result.created
     assert synced == [(f"{db.url.database}-wal", True, 1)]  # after the commit, lock released
-
-
-def test_new_webhooks_are_held_back_only_while_their_process_writes_on_sqlite(
-    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    writer = ingest.InboundWriter(db, settings)
-    real = messaging.store_inbound_batch
-    open_while_writing: list[bool] = []
-
-    def watching(session: Any, settings: Settings, batch: Any, answer: bool = True) -> Any:
-        open_while_writing.append(writer._gate.is_set())
-        return real(session, settings, batch, answer)
-
-    monkeypatch.setattr(ingest, "store_inbound_batch", watching)
-    writer._write([ingest._Pending(text(1))])
-    assert open_while_writing == [not db.is_sqlite]
-    assert writer._gate.is_set()  # open again once the batch is committed
-    writer.wait_while_writing()  # returns at once

@@ -1,11 +1,13 @@
 """Group commit for inbound webhooks: many requests, one transaction, each answered once stored.
 
 Every webhook thread of a process hands its message to one writer thread and waits. The writer
-takes whatever has queued up (at most MAX_BATCH), stores it all in one transaction
-(`messaging.store_inbound` for each, in arrival order), commits, and only then wakes each waiting
-request with its own result. A request is therefore still answered only after its message is
-durably stored, but a burst costs one write lock, one commit and one fsync per batch instead of
-per message, and threads no longer queue on SQLite's write lock (whose busy handler sleeps).
+waits for its turn to write (on SQLite, one process at a time), then takes whatever has queued
+up meanwhile (at most MAX_BATCH), stores it all in one transaction (`messaging.store_inbound_batch`,
+in arrival order) and commits; once the turn is given back it fsyncs the commit
+(`Database.make_durable`) and only then wakes each waiting request with its own result. A
+request is therefore still answered only after its message is durably stored, but a burst
+costs one write turn, one commit and one fsync per batch instead of per message, and threads
+no longer queue on SQLite's write lock (whose busy handler sleeps).
 
 If a batch fails, each of its messages is stored again in a transaction of its own, so an error
 reaches only the request it belongs to (a database outage reaches them all, and each spools).
@@ -26,7 +28,6 @@ from .settings import Settings, is_e164
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64
-GATE_SECONDS = 0.05  # the longest a webhook is held back while its process writes a batch
 IDLE_SECONDS = 30  # a writer with nothing to do for this long ends; the next message starts one
 
 
@@ -49,19 +50,6 @@ class InboundWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._gate = threading.Event()  # clear while this process holds the write lock
-        self._gate.set()
-
-    def wait_while_writing(self, longest: float = GATE_SECONDS) -> None:
-        """Hold a new webhook back (at most `longest`) while this process's batch is written.
-
-        SQLite lets one process write at a time and a batch's statements give up the
-        interpreter (GIL) while SQLite works; other threads parsing webhooks then took it,
-        each for up to a few hundred µs, and every such wait lengthened the time the write lock
-        was held, for every process. Held back here, requests do that work while the lock is
-        another process's: in the ingest benchmark, about a fifth more webhooks a second.
-        """
-        self._gate.wait(longest)
 
     def store(self, fields: InboundFields) -> InboundResult:
         """Store one inbound message (with its reply job) and return once it is committed."""
@@ -113,21 +101,16 @@ class InboundWriter:
         """Store a batch in one transaction; on failure, each message in its own."""
         try:
             with self.db.write_turn():  # the other processes' turn: requests run meanwhile
-                if self.db.is_sqlite:  # PostgreSQL writers do not take turns
-                    self._gate.clear()
                 # Whatever queued up while waiting for the turn goes in this batch too.
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                try:
-                    with self.db.session() as session:
-                        results = store_inbound_batch(
-                            session, self.settings, [item.fields for item in batch]
-                        )
-                finally:
-                    self._gate.set()
+                with self.db.session() as session:
+                    results = store_inbound_batch(
+                        session, self.settings, [item.fields for item in batch]
+                    )
             self.db.make_durable()  # the fsync, once the other processes may write again
         except Exception:
             if len(batch) == 1:

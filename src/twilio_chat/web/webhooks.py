@@ -89,12 +89,10 @@ def _spool(kind: str, error: SQLAlchemyError) -> Response:
 @public("Twilio request signature")
 def inbound() -> Response:
     """Store an inbound message (once per MessageSid) and enqueue its answer."""
-    writer = get_writer()
-    writer.wait_while_writing()
     verify_signature("inbound")
     _require("inbound", "MessageSid", "From")
     try:
-        result = writer.store(messaging.inbound_fields(request.form))
+        result = get_writer().store(messaging.inbound_fields(request.form))
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
             raise
