@@ -38,6 +38,23 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def reference_seconds() -> float:
+    """Time a fixed piece of pure Python on one core (best of three): the machine's speed.
+
+    Machines of the same name differ, and a shared one changes from hour to hour (two sessions
+    here saw the bare Flask ceiling at 4,300/s and at 2,000/s): results compare only beside
+    this figure, which is smaller on a faster machine.
+    """
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(6_000_000):
+            total += i % 7
+        best = min(best, time.perf_counter() - start)
+    return round(best, 3)
+
+
 def machine() -> dict[str, Any]:
     """Describe the machine a result was measured on."""
     model = "unknown"
@@ -58,6 +75,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "reference_seconds": reference_seconds(),
         "memory_gib": mem_gib,
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -328,6 +346,8 @@ def render_table(results: list[dict[str, Any]]) -> str:
     for data in results:
         box = data["machine"]
         where = f"{box['cores']} cores, {box['cpu']}"
+        if "reference_seconds" in box:
+            where += f", reference {box['reference_seconds']:.2f} s"
         for fig in data["figures"]:
             met = {True: "yes", False: "**no**", None: ""}[fig["met"]]
             lines.append(
