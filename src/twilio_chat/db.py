@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, Table, create_engine, event
@@ -182,6 +183,24 @@ def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert
     once.
     """
     return sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+
+
+T = TypeVar("T")
+
+
+def per_driver(build: Callable[[Dialect], T]) -> Callable[[Dialect], T]:
+    """Make `build(dialect)` run once per database driver; later calls return what it built."""
+    built: dict[tuple[str, str], T] = {}
+
+    @functools.wraps(build)
+    def once(dialect: Dialect) -> T:
+        key = (dialect.name, dialect.driver)
+        found = built.get(key)
+        if found is None:
+            found = built.setdefault(key, build(dialect))
+        return found
+
+    return once
 
 
 class DriverStatement:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from .db import Database, DriverStatement, upsert_into
+from .db import Database, DriverStatement, per_driver, upsert_into
 from .models import Job, utcnow
 
 BACKOFF_MAX_SECONDS = 3600.0
@@ -73,24 +73,17 @@ def enqueue_many(
     return added
 
 
-_INSERT_JOBS: dict[tuple[str, str], DriverStatement] = {}
-
-
+@per_driver
 def _insert_jobs(dialect: Dialect) -> DriverStatement:
     """The INSERT of a job that skips a duplicate unique_key (compiled once per driver)."""
-    key = (dialect.name, dialect.driver)
-    statement = _INSERT_JOBS.get(key)
-    if statement is None:
-        table = cast(Table, Job.__table__)
-        insert = (
-            upsert_into(dialect.name, table)
-            .on_conflict_do_nothing(index_elements=[table.c.unique_key])
-            .returning(table.c.id)
-        )
-        keys = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
-        statement = DriverStatement(insert, dialect, [*keys, "created_at"])
-        statement = _INSERT_JOBS.setdefault(key, statement)
-    return statement
+    table = cast(Table, Job.__table__)
+    insert = (
+        upsert_into(dialect.name, table)
+        .on_conflict_do_nothing(index_elements=[table.c.unique_key])
+        .returning(table.c.id)
+    )
+    keys = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
+    return DriverStatement(insert, dialect, [*keys, "created_at"])
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import jobs, replies
-from .db import Database, DriverStatement, upsert_into
+from .db import Database, DriverStatement, per_driver, upsert_into
 from .errors import N_, InvalidInput, OptedOut, Upstream
 from .metrics import SENDS
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
@@ -244,8 +244,9 @@ def store_inbound_batch(
     Each message is stored once per sid (a sid already stored, or earlier in the batch, is a
     duplicate), counted on its conversation, recorded in the opt-out ledger when it is a
     keyword, and given a reply job when someone must answer it. This is the path every webhook
-    takes (see ingest.py): per message, three statements built and compiled once per dialect
-    and run on the driver's cursor (`DriverStatement`), and one insert of the batch's jobs.
+    takes (see ingest.py): per message, three statements (the message, its contact, the
+    opt-out ledger) and the insert of its reply job, each compiled once per database driver
+    and run on the driver's cursor (`DriverStatement`).
     """
     conn = session.connection()
     st = _inbound_statements(conn.dialect)
@@ -326,20 +327,9 @@ class _InboundStatements:
     opted_out: DriverStatement
 
 
-_INBOUND_STATEMENTS: dict[tuple[str, str], _InboundStatements] = {}
-
-
+@per_driver
 def _inbound_statements(dialect: Dialect) -> _InboundStatements:
-    """Return the inbound path's statements, built and compiled once per database driver."""
-    key = (dialect.name, dialect.driver)
-    statements = _INBOUND_STATEMENTS.get(key)
-    if statements is None:
-        statements = _INBOUND_STATEMENTS.setdefault(key, _build_inbound_statements(dialect))
-    return statements
-
-
-def _build_inbound_statements(dialect: Dialect) -> _InboundStatements:
-    """Build and compile the inbound path's statements for a dialect."""
+    """Build and compile the inbound path's statements (once per database driver)."""
     m, c, o = MESSAGES, CONTACTS, OPT_OUTS.c
     contact = upsert_into(dialect.name, c)
     newer = or_(
