@@ -84,7 +84,7 @@ class Database:
         except FileNotFoundError:
             return
         try:
-            os.fdatasync(fd)
+            _datasync(fd)
         finally:
             os.close(fd)
 
@@ -186,6 +186,12 @@ def upsert_into(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert
 
 
 T = TypeVar("T")
+
+
+def _datasync(fd: int) -> None:
+    """Flush a file's data to disk: fdatasync where there is one (Linux), else fsync (macOS)."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
 
 
 def per_driver(build: Callable[[Dialect], T]) -> Callable[[Dialect], T]:
