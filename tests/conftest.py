@@ -224,7 +224,19 @@ def live_factory(db_path: Path) -> Iterator[Callable[..., Live]]:
         thread.join(5)
         server.server_close()
         live.session.close()
+    settle_request_threads()
+    for _server, _thread, live in started:
         get_db(live.app).dispose()
+
+
+def settle_request_threads(timeout: float = 2.0) -> None:
+    """Give the live servers' request threads (daemons, not joined on close) a moment to end,
+    so none returns a connection to a pool already disposed of (left to the garbage
+    collector, a connection is a warning in a later test)."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if "process_request_thread" in thread.name:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def settle_sandbox_callbacks(timeout: float = 5.0) -> None:
