@@ -88,8 +88,22 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def when_ready(server: Any) -> None:
+    """Start the inbound writer process beside the workers (SQLite on Linux; ingest_process.py).
+
+    It stores every web process's inbound texts in one place; the master starts it again if it
+    ends, and while it is away each web process stores its texts itself.
+    """
+    from twilio_chat.ingest_process import Supervisor
+
+    server.inbound_supervisor = Supervisor.start_for(_settings)
+
+
 def on_exit(server: Any) -> None:
-    """Remove the metrics folder made here (one named by PROMETHEUS_MULTIPROC_DIR stays)."""
+    """Stop the inbound writer process; remove the metrics folder made here (not a named one)."""
+    supervisor = getattr(server, "inbound_supervisor", None)
+    if supervisor is not None:
+        supervisor.stop()
     folder = Path(_metrics_dir)
     if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(_METRICS_PREFIX):
         shutil.rmtree(folder, ignore_errors=True)

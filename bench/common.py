@@ -167,12 +167,17 @@ class Server:
         raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
 
     def worker_pids(self) -> list[int]:
-        """Return the pids of the server's child processes (gunicorn's workers)."""
-        try:
-            text = Path(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
+        """Return the pids of the server's child processes (gunicorn's workers, and the inbound
+        writer process that a thread of the master starts)."""
+        pids: list[int] = []
+        main = self.popen.pid  # its children (the workers) first
+        tasks = sorted(Path(f"/proc/{main}/task").glob("*"), key=lambda t: t.name != str(main))
+        for task in tasks:
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return pids
 
     def tail(self, lines: int = 40) -> str:
         """Return the last lines of the server's log."""

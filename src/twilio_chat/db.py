@@ -148,7 +148,9 @@ class _WriteTurn:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def __del__(self) -> None:
-        os.close(self.fd)
+        fd = getattr(self, "fd", None)  # None: the file could not be opened
+        if fd is not None:
+            os.close(fd)
 
 
 def _configure_sqlite(engine: Engine) -> None:

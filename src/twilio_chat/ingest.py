@@ -11,6 +11,9 @@ no longer queue on SQLite's write lock (whose busy handler sleeps).
 
 If a batch fails, each of its messages is stored again in a transaction of its own, so an error
 reaches only the request it belongs to (a database outage reaches them all, and each spools).
+
+On a SQLite file under gunicorn, a process of its own does this for every web process
+(ingest_process.py, with the same `write_batch`); this thread is then the fallback.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from flask import Flask, current_app
 
@@ -27,18 +32,80 @@ from .messaging import InboundFields, InboundResult, store_inbound, store_inboun
 from .settings import Settings, is_e164
 
 log = logging.getLogger(__name__)
+P = TypeVar("P", bound="Pending")
 MAX_BATCH = 64
 IDLE_SECONDS = 30  # a writer with nothing to do for this long ends; the next message starts one
 
 
 @dataclass
-class _Pending:
-    """One webhook's message waiting to be stored, and what became of it."""
+class Pending:
+    """One inbound message waiting to be stored, and what became of it."""
 
     fields: InboundFields
-    done: threading.Event = field(default_factory=threading.Event)
     result: InboundResult | None = None
     error: BaseException | None = None
+
+    def finish(self) -> None:
+        """Hand the result (or the error) to whoever waits for it."""
+
+
+@dataclass
+class _Pending(Pending):
+    """A message of one of this process's request threads, which waits on `done`."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def finish(self) -> None:
+        """Wake the request thread."""
+        self.done.set()
+
+
+def write_batch(
+    db: Database,
+    settings: Settings,
+    batch: list[P],
+    top_up: Callable[[list[P]], None] | None = None,
+    sync: Callable[[list[P]], None] | None = None,
+) -> None:
+    """Store a batch durably in one transaction, then finish each item with its own result.
+
+    Waits for this process's turn to write first; `top_up(batch)` may then add whatever queued
+    up meanwhile (up to MAX_BATCH). The commit is fsynced once the turn is given back
+    (`Database.make_durable`) and each item finished; or, given `sync`, the committed batch is
+    handed to it, which must fsync and then finish each item. If the batch fails, each message
+    is stored again in a durable transaction of its own, so an error reaches only its own item.
+    """
+    try:
+        with db.write_turn():  # the other processes' turn: requests run meanwhile
+            if top_up is not None:
+                top_up(batch)
+            with db.session() as session:
+                results = store_inbound_batch(session, settings, [item.fields for item in batch])
+        if sync is None:
+            db.make_durable()  # the fsync, once the other processes may write again
+    except Exception:
+        if len(batch) == 1:
+            raise
+        for item in batch:
+            _write_one(db, settings, item)
+        return
+    for item, result in zip(batch, results, strict=True):
+        item.result = result
+    if sync is not None:
+        sync(batch)
+        return
+    for item in batch:
+        item.finish()
+
+
+def _write_one(db: Database, settings: Settings, item: Pending) -> None:
+    """Store one message in its own transaction, handing back its result or its error."""
+    try:
+        with db.session(durable=True) as session:
+            item.result = store_inbound(session, settings, item.fields)
+    except Exception as exc:
+        item.error = exc
+    item.finish()
 
 
 class InboundWriter:
@@ -95,49 +162,43 @@ class InboundWriter:
                 for item in batch:
                     if not item.done.is_set():
                         item.error = exc
-                        item.done.set()
+                        item.finish()
 
     def _write(self, batch: list[_Pending]) -> None:
-        """Store a batch in one transaction; on failure, each message in its own."""
-        try:
-            with self.db.write_turn():  # the other processes' turn: requests run meanwhile
-                # Whatever queued up while waiting for the turn goes in this batch too.
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                with self.db.session() as session:
-                    results = store_inbound_batch(
-                        session, self.settings, [item.fields for item in batch]
-                    )
-            self.db.make_durable()  # the fsync, once the other processes may write again
-        except Exception:
-            if len(batch) == 1:
-                raise
-            for item in batch:
-                self._write_one(item)
-            return
-        for item, result in zip(batch, results, strict=True):
-            item.result = result
-            item.done.set()
+        """Store a batch, topped up once the write turn is ours (see `write_batch`)."""
+        write_batch(self.db, self.settings, batch, self._top_up)
 
-    def _write_one(self, item: _Pending) -> None:
-        """Store one message in its own transaction, handing back its result or its error."""
-        try:
-            with self.db.session(durable=True) as session:
-                item.result = store_inbound(session, self.settings, item.fields)
-        except Exception as exc:
-            item.error = exc
-        item.done.set()
+    def _top_up(self, batch: list[_Pending]) -> None:
+        """Add whatever queued up while the writer waited for its turn."""
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
 
 
-def get_writer(app: Flask | None = None) -> InboundWriter:
-    """Return the app's inbound writer, made on first use."""
+class Writer(Protocol):
+    """What the webhook hands its message to."""
+
+    def store(self, fields: InboundFields) -> InboundResult:
+        """Store one inbound message (with its reply job) and return once it is committed."""
+        ...
+
+
+def get_writer(app: Flask | None = None) -> Writer:
+    """Return the app's inbound writer, made on first use.
+
+    On a SQLite file on Linux, that is the writer process when it runs (ingest_process.py,
+    started by gunicorn's master), falling back to this process's own writer thread.
+    """
     target = app or current_app
-    writer: InboundWriter | None = target.extensions.get("inbound_writer")
+    writer: Writer | None = target.extensions.get("inbound_writer")
     if writer is None:  # setdefault: two first requests at once still share one writer
-        writer = target.extensions.setdefault(
-            "inbound_writer", InboundWriter(get_db(target), target.extensions["settings"])
-        )
+        from .ingest_process import ProcessWriter, address
+
+        settings: Settings = target.extensions["settings"]
+        local = InboundWriter(get_db(target), settings)
+        where = address(settings)
+        made: Writer = local if where is None else ProcessWriter(settings, local, where)
+        writer = target.extensions.setdefault("inbound_writer", made)
     return writer

@@ -1,0 +1,355 @@
+"""The inbound writer process: on SQLite under gunicorn, one process stores every inbound text.
+
+Why a process of its own. SQLite takes one writer at a time, so every inbound batch holds the
+write lock (ingest.py). Inside a web process, the writer thread shares the interpreter lock with
+the request threads: each of its statements gives the interpreter up while SQLite works, and it
+then waits for a request thread to hand it back. The write lock was held two to four times as
+long as the writer's own CPU time, and that lock bounds ingest (bench/README.md). A process of
+its own runs the writer with no request threads beside it, and the web processes no longer take
+turns at the lock among themselves for their webhooks.
+
+How. gunicorn's master starts it (`Supervisor`, from gunicorn.conf.py) and starts it again if it
+ends. It listens on a Unix socket in Linux's abstract namespace (no file; named after the
+database's path) with `multiprocessing.connection`, whose HMAC handshake admits only processes
+holding a key derived from SECRET_KEY. Each request thread keeps one connection, sends its
+`InboundFields` and waits for `("ok", InboundResult)`. The process stores whatever is waiting on
+all its connections as one batch (`ingest.write_batch`: one transaction, fsynced), then answers
+each.
+
+Nothing depends on it. If the process is not running (the development server, another system,
+PostgreSQL, a restart), is gone mid-request, or reports an error, the web process stores the
+text itself (`ingest.InboundWriter`), which reports a real database error as before (the webhook
+then spools). Storing is idempotent by MessageSid, so a text the writer process stored just
+before it failed is found as a duplicate there: never stored twice, never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
+from typing import Any, cast
+
+from sqlalchemy.engine import make_url
+
+from .db import Database
+from .ingest import MAX_BATCH, InboundWriter, Pending, write_batch
+from .messaging import InboundFields, InboundResult
+from .settings import Settings, is_e164
+
+log = logging.getLogger("twilio_chat.ingest_process")  # also when run as __main__
+ADDRESS_PREFIX = "\0twilio-chat-inbound-"
+RETRY_SECONDS = 1.0  # after a failed connection, how long a web process stores on its own
+RESTART_SECONDS = 1.0  # how long the supervisor waits before starting an ended process again
+POLL_SECONDS = 1.0  # how often the process looks whether it was told to stop, or orphaned
+LINGER_SECONDS = 0.001  # how long a small batch waits for more (see WriterServer._turn)
+
+
+def address(settings: Settings) -> str | None:
+    """Return the socket address of the writer process for this database, or None if none runs.
+
+    Only a SQLite file on Linux (the abstract namespace is Linux's) has one.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    url = make_url(settings.sqlalchemy_url)
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    digest = hashlib.sha256(os.path.realpath(database).encode()).hexdigest()[:32]
+    return ADDRESS_PREFIX + digest
+
+
+def authkey(settings: Settings) -> bytes:
+    """Return the key both ends prove they hold (derived from SECRET_KEY, never the key itself)."""
+    return hmac.new(settings.secret_bytes, b"inbound-writer-process", hashlib.sha256).digest()
+
+
+# The web process's side --------------------------------------------------------------------
+
+
+class ProcessWriter:
+    """A web process's inbound writer: the writer process when it runs, else `InboundWriter`."""
+
+    def __init__(self, settings: Settings, local: InboundWriter, where: str) -> None:
+        self.local = local
+        self.address = where
+        self.key = authkey(settings)
+        self._threads = threading.local()
+        self._retry_at = 0.0
+
+    def store(self, fields: InboundFields) -> InboundResult:
+        """Store one inbound message (with its reply job) and return once it is committed."""
+        conn = self._connection()
+        if conn is not None:
+            try:
+                conn.send(fields)
+                kind, value = conn.recv()
+            except (OSError, EOFError) as exc:  # the process ended or was restarted
+                self._forget(conn)
+                log.warning(
+                    "inbound writer process unreachable (%s); storing %s here",
+                    type(exc).__name__,
+                    fields.sid,
+                )
+            else:
+                if kind == "ok" and isinstance(value, InboundResult):
+                    return value
+                log.warning("inbound writer process: %s; storing %s here", value, fields.sid)
+        return self.local.store(fields)
+
+    def _connection(self) -> Connection | None:
+        """Return this thread's connection, opening it unless a recent attempt failed."""
+        conn: Connection | None = getattr(self._threads, "conn", None)
+        if conn is not None or time.monotonic() < self._retry_at:
+            return conn
+        try:
+            conn = Client(self.address, family="AF_UNIX", authkey=self.key)
+        except (OSError, EOFError, ValueError) as exc:  # not running, or not ours
+            # The development server and a restart land here: no log line per request, and
+            # another attempt only after RETRY_SECONDS.
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            log.debug("no inbound writer process at this database (%s)", exc)
+            return None
+        self._threads.conn = conn
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        """Drop a broken connection; the next message opens a new one."""
+        self._threads.conn = None
+        with contextlib.suppress(OSError):
+            conn.close()
+
+
+# The writer process ------------------------------------------------------------------------
+
+
+@dataclass
+class _Remote(Pending):
+    """A message that came over a connection; finishing sends the answer back over it."""
+
+    conn: Connection | None = None
+
+    def finish(self) -> None:
+        """Send the result, or a short description of the error, to the web process."""
+        assert self.conn is not None
+        if self.error is not None:
+            answer: tuple[str, Any] = ("error", f"{type(self.error).__name__}: {self.error}")
+        else:
+            answer = ("ok", self.result)
+        # A web process that hung up gets no answer: the text is stored all the same.
+        with contextlib.suppress(OSError):
+            self.conn.send(answer)
+
+
+class WriterServer:
+    """The writer process's loop: take what every connection sent, store it as one batch."""
+
+    def __init__(self, settings: Settings, where: str, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.sqlalchemy_url)
+        self.listener = Listener(where, family="AF_UNIX", authkey=authkey(settings))
+        self.stop = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._new: list[Connection] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+
+    def serve(self) -> None:
+        """Serve until `stop` is set (or the listener is closed)."""
+        acceptor = threading.Thread(target=self._accept, name="inbound-accept", daemon=True)
+        acceptor.start()
+        try:
+            while not self.stop.is_set():
+                self._turn()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop accepting and close every connection: web processes then store on their own."""
+        self.stop.set()
+        self.listener.close()
+        with self._lock:
+            conns, self._new = self._connections() + self._new, []
+        for conn in conns:
+            conn.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.db.dispose()
+
+    def _connections(self) -> list[Connection]:
+        """Return the open connections of web processes."""
+        keys = self._selector.get_map().values()
+        return [cast(Connection, k.fileobj) for k in keys if k.fileobj is not self._wake_r]
+
+    def _accept(self) -> None:
+        """Admit connections that pass the handshake, and wake the loop for each."""
+        while not self.stop.is_set():
+            try:
+                conn = self.listener.accept()
+            except OSError:  # closed: the process is stopping
+                return
+            except Exception as exc:  # a wrong key, or a client that hung up
+                log.warning("inbound writer process refused a connection: %s", exc)
+                continue
+            with self._lock:
+                if self.stop.is_set():  # closing meanwhile
+                    conn.close()
+                    return
+                self._new.append(conn)
+                self._wake_w.send(b".")
+
+    def _ready(self, timeout: float) -> list[Connection]:
+        """Wait up to `timeout` for connections with a message; admit new connections."""
+        ready: list[Connection] = []
+        for key, _events in self._selector.select(timeout):
+            if key.fileobj is self._wake_r:
+                self._wake_r.recv(4096)
+                with self._lock:
+                    for conn in self._new:
+                        self._selector.register(conn, selectors.EVENT_READ)
+                    self._new.clear()
+            else:
+                ready.append(cast(Connection, key.fileobj))
+        return ready
+
+    def _turn(self) -> None:
+        """Wait for messages; store all that arrived as one batch and answer each.
+
+        A batch smaller than half the open connections waits LINGER_SECONDS once for more:
+        the cost of a batch (a transaction, a commit, an fsync) is then shared by more texts.
+        """
+        batch = self._receive(self._ready(POLL_SECONDS))
+        if batch and len(batch) < len(self._selector.get_map()) // 2:
+            batch += self._receive(self._ready(LINGER_SECONDS))
+        if not batch:
+            return
+        try:
+            write_batch(self.db, self.settings, batch, self._top_up)
+        except Exception as exc:  # one text that could not be stored (a batch retries each)
+            log.exception("inbound writer process: %s not stored", batch[0].fields.sid)
+            for item in batch:
+                item.error = exc
+                item.finish()
+
+    def _top_up(self, batch: list[_Remote]) -> None:
+        """Add what arrived while the batch waited for the write turn."""
+        if len(batch) < MAX_BATCH:
+            batch += self._receive(self._ready(0))
+
+    def _receive(self, ready: list[Connection]) -> list[_Remote]:
+        """Read one message from each ready connection; drop the ones that closed."""
+        batch = []
+        for conn in ready:
+            try:
+                fields = conn.recv()
+            except (OSError, EOFError):  # the web process (or its thread) is gone
+                self._selector.unregister(conn)
+                conn.close()
+                continue
+            if not isinstance(fields, InboundFields):
+                log.warning("inbound writer process: not a message (%s)", type(fields).__name__)
+                conn.send(("error", "not an inbound message"))
+                continue
+            is_e164(fields.sender)  # cached before the write lock, as the web process does
+            batch.append(_Remote(fields, conn=conn))
+        return batch
+
+
+def main() -> int:
+    """Run the writer process for the database of the settings (from the environment and .env)."""
+    from .logs import setup_logging
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: bad setting: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    where = address(settings)
+    if where is None:
+        log.error("no inbound writer process for this database (SQLite on Linux only)")
+        return 2
+    try:
+        server = WriterServer(settings, where)
+    except OSError as exc:  # another one serves this database already
+        log.error("inbound writer process cannot listen: %s", exc)
+        return 1
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not server.stop.wait(POLL_SECONDS):
+            if os.getppid() != parent:  # gunicorn's master is gone: so are the web processes
+                server.stop.set()
+
+    signal.signal(signal.SIGTERM, lambda *_: server.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: server.stop.set())
+    threading.Thread(target=watch_parent, name="inbound-parent", daemon=True).start()
+    log.info("inbound writer process %d serving %s", os.getpid(), settings.db_path)
+    server.serve()
+    return 0
+
+
+# gunicorn's master -------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Keeps the writer process running beside gunicorn's workers (a thread of the master)."""
+
+    def __init__(self, argv: list[str] | None = None) -> None:
+        self.argv = argv or [sys.executable, "-m", "twilio_chat.ingest_process"]
+        self.stopping = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name="inbound-supervisor", daemon=True)
+
+    @classmethod
+    def start_for(cls, settings: Settings) -> Supervisor | None:
+        """Start the writer process where the database has one (SQLite on Linux), else None."""
+        if address(settings) is None:
+            return None
+        supervisor = cls()
+        supervisor._thread.start()
+        return supervisor
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.process = subprocess.Popen(self.argv)  # noqa: S603 - our own module
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            log.warning(
+                "inbound writer process ended (exit code %s); starting it again in %.0f s",
+                code,
+                RESTART_SECONDS,
+            )
+            self.stopping.wait(RESTART_SECONDS)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the writer process (it finishes its batch) and the supervising thread."""
+        self.stopping.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._thread.join(timeout=timeout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""The inbound writer process: every web process's texts stored in one place, nothing lost if not.
+
+On a SQLite file under gunicorn, the master starts a process (ingest_process.py) that stores the
+inbound texts of every web process, a batch at a time; when it is not there, has gone, or fails,
+each web process stores its texts itself. These tests run the server's loop in a thread of the
+test (the same code the process runs) and, in the slow test, gunicorn with the production
+config, whose writer process is killed while texts arrive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Client
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+import requests
+from conftest import make_settings, query, wait_for
+from sqlalchemy import func, select
+from test_crash import _child_env, _free_port
+from test_ingest import reply_keys, text
+from twilio.request_validator import RequestValidator
+
+from twilio_chat import ingest_process
+from twilio_chat.db import Database
+from twilio_chat.ingest import InboundWriter
+from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
+from twilio_chat.models import Message
+from twilio_chat.sandbox.state import inbound_form
+from twilio_chat.settings import Settings, build_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    """Settings for the test's database."""
+    return make_settings(db_path)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The test's database."""
+    database = Database(settings.sqlalchemy_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def where(settings: Settings) -> str:
+    """The writer process's address for the test's database (SQLite only)."""
+    found = address(settings)
+    if found is None:
+        pytest.skip("the writer process is SQLite's (and Linux's)")
+    return found
+
+
+class Running:
+    """A writer server's loop in a thread of the test."""
+
+    def __init__(self, settings: Settings, where: str, db: Database | None = None) -> None:
+        self.server = WriterServer(settings, where, db)
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and close its connections."""
+        self.server.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def running(settings: Settings, where: str) -> Iterator[Running]:
+    """A writer server serving the test's database."""
+    server = Running(settings, where)
+    yield server
+    server.stop()
+
+
+def stored(db: Database) -> dict[str, int]:
+    """Return every stored message's sid and id."""
+    with db.read() as session:
+        return {sid: id_ for sid, id_ in session.execute(select(Message.sid, Message.id))}
+
+
+def test_the_address_is_the_databases_own_and_only_sqlite_files_have_one(
+    tmp_path: Path,
+) -> None:
+    one = make_settings(tmp_path / "one.db")
+    other = make_settings(tmp_path / "other.db")
+    assert address(one) is not None and address(one) == address(make_settings(tmp_path / "one.db"))
+    assert address(one) != address(other)
+    on_postgres = build_settings(
+        {"DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db", "SECRET_KEY": "x" * 32}
+    )
+    assert address(on_postgres) is None
+    assert authkey(one) != one.secret_bytes  # derived from SECRET_KEY, never the key itself
+
+
+def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_result(
+    db: Database, settings: Settings, where: str, running: Running
+) -> None:
+    local = InboundWriter(db, settings)
+    writer = ProcessWriter(settings, local, where)
+    results: dict[int, Any] = {}
+
+    def post(n: int) -> None:
+        results[n] = writer.store(text(n % 30, sender=f"+1555000{n % 7:04d}"))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(post, range(90)))
+    assert len(results) == 90
+    assert sum(r.created for r in results.values()) == 30  # each of the 30 sids once
+    rows = stored(db)
+    assert len(rows) == 30
+    for n, result in results.items():
+        assert result.message_id == rows[text(n % 30).sid]
+    assert len(reply_keys(db)) == 30
+    assert local._thread is None  # the web process stored nothing itself
+
+
+def test_with_no_writer_process_a_web_process_stores_its_texts_itself(
+    db: Database, settings: Settings, where: str
+) -> None:
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    first, again = writer.store(text(1)), writer.store(text(1))
+    assert (first.created, again.created) == (True, False)
+    assert again.message_id == first.message_id
+    assert list(stored(db)) == [text(1).sid]
+    assert len(reply_keys(db)) == 1
+
+
+def test_a_writer_process_that_goes_away_and_comes_back_loses_nothing_and_doubles_nothing(
+    db: Database,
+    settings: Settings,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_process, "RETRY_SECONDS", 0.0)
+    local = InboundWriter(db, settings)
+    writer = ProcessWriter(settings, local, where)
+    server = Running(settings, where)
+    assert [writer.store(text(n)).created for n in range(5)] == [True] * 5
+    assert local._thread is None
+
+    server.stop()  # the process ends (a crash, a restart): its connections close
+    assert [writer.store(text(n)).created for n in range(3, 8)] == [False, False, True, True, True]
+    assert local._thread is not None  # stored by the web process itself
+
+    server = Running(settings, where)  # started again by the master
+    try:
+        assert [writer.store(text(n)).created for n in range(6, 10)] == [False, False, True, True]
+    finally:
+        server.stop()
+    assert sorted(stored(db)) == sorted(text(n).sid for n in range(10))
+    assert len(reply_keys(db)) == 10
+
+
+def test_an_error_in_the_writer_process_reaches_the_web_process_which_stores_the_text(
+    db: Database, settings: Settings, where: str, tmp_path: Path
+) -> None:
+    broken = Database(f"sqlite:///{tmp_path / 'no-such-folder' / 'app.db'}")  # cannot open
+    server = Running(settings, where, broken)
+    try:
+        writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+        assert writer.store(text(1)).created
+    finally:
+        server.stop()
+    assert list(stored(db)) == [text(1).sid]
+
+
+def test_the_writer_process_admits_only_holders_of_the_key(
+    db: Database, settings: Settings, where: str, running: Running
+) -> None:
+    with pytest.raises(Exception, match="digest"):  # the HMAC handshake fails
+        Client(where, family="AF_UNIX", authkey=b"not the key")
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    assert writer.store(text(1)).created
+    with db.read() as session:
+        assert session.scalar(select(func.count(Message.id))) == 1
+
+
+# gunicorn with the production config ----------------------------------------------------------
+
+
+def _gunicorn(db_path: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    env = _child_env(db_path, port)
+    env.update(
+        APP_ENV="production", WORKER_ENABLED="false", PUBLIC_BASE_URL=f"http://127.0.0.1:{port}"
+    )
+    subprocess.run(
+        [str(BIN / "twilio-chat"), "prepare"],
+        env=env,
+        cwd=Path(log.name).parent,
+        check=True,
+        capture_output=True,
+    )
+    return subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "twilio_chat.wsgi:app"],
+        env=env,
+        cwd=Path(log.name).parent,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _writer_processes(master: int) -> list[int]:
+    """Return the pids of the master's children that run the inbound writer process."""
+    found = []
+    for task in Path(f"/proc/{master}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"twilio_chat.ingest_process" in cmdline:
+                found.append(int(pid))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_under_gunicorn_the_writer_process_stores_texts_and_is_started_again_if_killed(
+    db_path: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(db_path)
+    if address(settings) is None:
+        pytest.skip("the writer process is SQLite's (and Linux's)")
+    port = _free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:
+        server = _gunicorn(db_path, port, output)
+        try:
+            first, again = _post_and_kill_the_writer(server.pid, settings, port)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    assert query(db_path, "SELECT count(*), count(DISTINCT sid) FROM messages") == [(500, 500)]
+    assert query(db_path, "SELECT count(*) FROM jobs WHERE kind = 'reply'") == [(500,)]
+    text_log = log.read_text(errors="replace")
+    assert f"inbound writer process {first} serving" in text_log
+    assert "inbound writer process ended (exit code -9); starting it again" in text_log
+    assert f"inbound writer process {again} serving" in text_log
+    assert not Path(f"/proc/{again}").exists(), "the writer process outlived gunicorn"
+
+
+def _post_and_kill_the_writer(master: int, settings: Settings, port: int) -> tuple[int, int]:
+    """Post 500 signed texts, killing the writer process after 200; return its two pids."""
+    url = f"http://127.0.0.1:{port}/twilio/inbound"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    assert wait_for(healthy, 30), "gunicorn did not answer"
+    (first,) = wait_for(lambda: _writer_processes(master), 10)
+    validator = RequestValidator(settings.auth_token)  # the server has the same SECRET_KEY
+
+    def post(n: int) -> int:
+        sid = f"SM{n:032x}"
+        form = inbound_form(settings.account_sid, sid, f"+1555400{n % 50:04d}", "", "hi", [])
+        signature = validator.compute_signature(url, form)
+        answer = requests.post(
+            url, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
+        )
+        return answer.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(post, range(200)))
+        os.kill(first, signal.SIGKILL)  # the web processes store on their own meanwhile
+        statuses += list(pool.map(post, range(200, 400)))
+        (again,) = wait_for(lambda: [p for p in _writer_processes(master) if p != first], 10)
+        statuses += list(pool.map(post, range(400, 500)))
+    assert Counter(statuses) == {200: 500}
+    return first, again
