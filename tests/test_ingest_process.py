@@ -129,6 +129,24 @@ def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_
     assert local._thread is None  # the web process stored nothing itself
 
 
+def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(
+    db: Database,
+    settings: Settings,
+    where: str,
+    running: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The commit happens in the writer process, where no reply worker of the web process
+    # waits: the web process must wake its own, or a reply waits for their next poll.
+    woken: list[str] = []
+    monkeypatch.setattr(ingest_process, "notify_enqueued", lambda: woken.append("wake"))
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    assert writer.store(text(1)).reply_enqueued
+    assert woken == ["wake"]
+    assert not writer.store(text(1)).reply_enqueued  # a duplicate: no new job
+    assert woken == ["wake"]
+
+
 def test_with_no_writer_process_a_web_process_stores_its_texts_itself(
     db: Database, settings: Settings, where: str
 ) -> None:

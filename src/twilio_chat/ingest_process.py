@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from .db import Database
 from .ingest import MAX_BATCH, InboundWriter, Pending, write_batch
+from .jobs import notify_enqueued
 from .messaging import InboundFields, InboundResult
 from .settings import Settings, is_e164
 
@@ -105,6 +106,8 @@ class ProcessWriter:
                 )
             else:
                 if kind == "ok" and isinstance(value, InboundResult):
+                    if value.reply_enqueued:  # committed elsewhere: no commit hook fired here
+                        notify_enqueued()  # this process's reply workers take it at once
                     return value
                 log.warning("inbound writer process: %s; storing %s here", value, fields.sid)
         return self.local.store(fields)
