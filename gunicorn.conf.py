@@ -91,19 +91,20 @@ def child_exit(server: Any, worker: Any) -> None:
 def when_ready(server: Any) -> None:
     """Start the inbound writer process beside the workers (SQLite on Linux; ingest_process.py).
 
-    It stores every web process's inbound texts in one place; the master starts it again if it
-    ends, and while it is away each web process stores its texts itself.
+    It stores every web process's inbound texts in one place and starts again if it ends; while
+    it is away, each web process stores its texts itself. Started here, before any worker is
+    forked.
     """
-    from twilio_chat.ingest_process import Supervisor
+    from twilio_chat import ingest_process
 
-    server.inbound_supervisor = Supervisor.start_for(_settings)
+    server.inbound_writer = ingest_process.start(_settings)
 
 
 def on_exit(server: Any) -> None:
     """Stop the inbound writer process; remove the metrics folder made here (not a named one)."""
-    supervisor = getattr(server, "inbound_supervisor", None)
-    if supervisor is not None:
-        supervisor.stop()
+    from twilio_chat import ingest_process
+
+    ingest_process.stop(getattr(server, "inbound_writer", None))
     folder = Path(_metrics_dir)
     if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(_METRICS_PREFIX):
         shutil.rmtree(folder, ignore_errors=True)

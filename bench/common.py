@@ -167,17 +167,20 @@ class Server:
         raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
 
     def worker_pids(self) -> list[int]:
-        """Return the pids of the server's child processes (gunicorn's workers, and the inbound
-        writer process that a thread of the master starts)."""
-        pids: list[int] = []
-        main = self.popen.pid  # its children (the workers) first
-        tasks = sorted(Path(f"/proc/{main}/task").glob("*"), key=lambda t: t.name != str(main))
-        for task in tasks:
-            try:
-                pids += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                continue
-        return pids
+        """Return the pids of the server's descendants: gunicorn's workers first, then the
+        inbound writer process and the process it forks to serve."""
+        found: list[int] = []
+        parents = [self.popen.pid]
+        while parents:
+            parent = parents.pop(0)
+            for task in sorted(Path(f"/proc/{parent}/task").glob("*"), key=lambda t: t.name):
+                try:
+                    children = [int(p) for p in (task / "children").read_text().split()]
+                except OSError:
+                    continue
+                found += children
+                parents += children
+        return found
 
     def tail(self, lines: int = 40) -> str:
         """Return the last lines of the server's log."""

@@ -232,14 +232,20 @@ def _gunicorn(db_path: Path, port: int, log: IO[bytes]) -> subprocess.Popen[byte
     )
 
 
-def _writer_processes(master: int) -> list[int]:
-    """Return the pids of the master's children that run the inbound writer process."""
+def _children(pid: int) -> list[int]:
+    """Return the pids of a process's children (of any of its threads)."""
     found = []
-    for task in Path(f"/proc/{master}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"twilio_chat.ingest_process" in cmdline:
-                found.append(int(pid))
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def _writer_processes(master: int) -> list[int]:
+    """Return the pids of the writer processes that serve: forked by the master's child."""
+    found = []
+    for child in _children(master):
+        if b"twilio_chat.ingest_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+            found += _children(child)
     return found
 
 
@@ -264,7 +270,7 @@ def test_under_gunicorn_the_writer_process_stores_texts_and_is_started_again_if_
     assert query(db_path, "SELECT count(*) FROM jobs WHERE kind = 'reply'") == [(500,)]
     text_log = log.read_text(errors="replace")
     assert f"inbound writer process {first} serving" in text_log
-    assert "inbound writer process ended (exit code -9); starting it again" in text_log
+    assert f"inbound writer process {first} ended (exit code -9); starting it again" in text_log
     assert f"inbound writer process {again} serving" in text_log
     assert not Path(f"/proc/{again}").exists(), "the writer process outlived gunicorn"
 

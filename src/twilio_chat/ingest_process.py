@@ -8,13 +8,14 @@ long as the writer's own CPU time, and that lock bounds ingest (bench/README.md)
 its own runs the writer with no request threads beside it, and the web processes no longer take
 turns at the lock among themselves for their webhooks.
 
-How. gunicorn's master starts it (`Supervisor`, from gunicorn.conf.py) and starts it again if it
-ends. It listens on a Unix socket in Linux's abstract namespace (no file; named after the
-database's path) with `multiprocessing.connection`, whose HMAC handshake admits only processes
-holding a key derived from SECRET_KEY. Each request thread keeps one connection, sends its
-`InboundFields` and waits for `("ok", InboundResult)`. The process stores whatever is waiting on
-all its connections as one batch (`ingest.write_batch`: one transaction, fsynced), then answers
-each.
+How. gunicorn's master starts `python -m twilio_chat.ingest_process` before it forks its workers
+(`when_ready` in gunicorn.conf.py); that process forks the one that serves, and forks a new one
+whenever it ends. It listens on a Unix socket in Linux's abstract namespace (no file; named after
+the database's path) with `multiprocessing.connection`, whose HMAC handshake admits only
+processes holding a key derived from SECRET_KEY. Each request thread keeps one connection, sends
+its `InboundFields` and waits for `("ok", InboundResult)`. The process stores whatever is waiting
+on all its connections as one batch (`ingest.write_batch`: one transaction, fsynced), then
+answers each.
 
 Nothing depends on it. If the process is not running (the development server, another system,
 PostgreSQL, a restart), is gone mid-request, or reports an error, the web process stores the
@@ -52,9 +53,10 @@ from .settings import Settings, is_e164
 log = logging.getLogger("twilio_chat.ingest_process")  # also when run as __main__
 ADDRESS_PREFIX = "\0twilio-chat-inbound-"
 RETRY_SECONDS = 1.0  # after a failed connection, how long a web process stores on its own
-RESTART_SECONDS = 1.0  # how long the supervisor waits before starting an ended process again
-POLL_SECONDS = 1.0  # how often the process looks whether it was told to stop, or orphaned
-LINGER_SECONDS = 0.001  # how long a small batch waits for more (see WriterServer._turn)
+RESTART_SECONDS = 1.0  # how long before a writer that ended is started again
+POLL_SECONDS = 0.5  # how often the processes look whether they were told to stop, or orphaned
+IN_USE = 3  # the exit code of a writer that found its address taken (another server's writer)
+IN_USE_SECONDS = 30.0  # how long before trying again then
 
 
 def address(settings: Settings) -> str | None:
@@ -230,14 +232,8 @@ class WriterServer:
         return ready
 
     def _turn(self) -> None:
-        """Wait for messages; store all that arrived as one batch and answer each.
-
-        A batch smaller than half the open connections waits LINGER_SECONDS once for more:
-        the cost of a batch (a transaction, a commit, an fsync) is then shared by more texts.
-        """
+        """Wait for messages; store all that arrived as one batch and answer each."""
         batch = self._receive(self._ready(POLL_SECONDS))
-        if batch and len(batch) < len(self._selector.get_map()) // 2:
-            batch += self._receive(self._ready(LINGER_SECONDS))
         if not batch:
             return
         try:
@@ -273,7 +269,11 @@ class WriterServer:
 
 
 def main() -> int:
-    """Run the writer process for the database of the settings (from the environment and .env)."""
+    """Run the writer process for the settings' database, and start it again if it ends.
+
+    This process (started by gunicorn's master) only supervises: it forks the process that
+    serves, and forks a new one when that one ends, until SIGTERM or until the master is gone.
+    """
     from .logs import setup_logging
     from .settings import SettingsError, load_settings
 
@@ -287,71 +287,91 @@ def main() -> int:
     if where is None:
         log.error("no inbound writer process for this database (SQLite on Linux only)")
         return 2
+    master = os.getppid()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    while not stopping.is_set():
+        child = os.fork()  # this process has no other thread: forking is safe
+        if child == 0:
+            os._exit(_serve(settings, where))
+        status = _wait(child, stopping, master)
+        if status is None:  # told to stop, or orphaned
+            os.kill(child, signal.SIGTERM)
+            os.waitpid(child, 0)
+            return 0
+        code = os.waitstatus_to_exitcode(status)
+        delay = IN_USE_SECONDS if code == IN_USE else RESTART_SECONDS
+        log.warning(
+            "inbound writer process %d ended (exit code %d); starting it again in %.0f s",
+            child,
+            code,
+            delay,
+        )
+        stopping.wait(delay)
+    return 0
+
+
+def _wait(child: int, stopping: threading.Event, master: int) -> int | None:
+    """Wait for the child to end and return its status; None if told to stop or orphaned."""
+    while not stopping.is_set() and os.getppid() == master:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return status
+        stopping.wait(POLL_SECONDS)
+    return None
+
+
+def _serve(settings: Settings, where: str) -> int:
+    """Serve in the forked child until SIGTERM, or until the supervising process is gone."""
+    parent = os.getppid()
     try:
         server = WriterServer(settings, where)
     except OSError as exc:  # another one serves this database already
         log.error("inbound writer process cannot listen: %s", exc)
-        return 1
-    parent = os.getppid()
+        return IN_USE
+    signal.signal(signal.SIGTERM, lambda *_: server.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: server.stop.set())
 
     def watch_parent() -> None:
         while not server.stop.wait(POLL_SECONDS):
-            if os.getppid() != parent:  # gunicorn's master is gone: so are the web processes
+            if os.getppid() != parent:  # the supervisor is gone (and with it gunicorn)
                 server.stop.set()
 
-    signal.signal(signal.SIGTERM, lambda *_: server.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: server.stop.set())
     threading.Thread(target=watch_parent, name="inbound-parent", daemon=True).start()
     log.info("inbound writer process %d serving %s", os.getpid(), settings.db_path)
-    server.serve()
+    try:
+        server.serve()
+    except Exception:
+        log.exception("inbound writer process %d failed", os.getpid())
+        return 1
     return 0
 
 
 # gunicorn's master -------------------------------------------------------------------------
 
 
-class Supervisor:
-    """Keeps the writer process running beside gunicorn's workers (a thread of the master)."""
+def start(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start the writer process where the database has one (SQLite on Linux), else None.
 
-    def __init__(self, argv: list[str] | None = None) -> None:
-        self.argv = argv or [sys.executable, "-m", "twilio_chat.ingest_process"]
-        self.stopping = threading.Event()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._thread = threading.Thread(target=self._run, name="inbound-supervisor", daemon=True)
+    Call it from gunicorn's master before any worker is forked (`when_ready`): a worker forked
+    while the master is starting a process could hold on to that process's start-up pipe.
+    """
+    if address(settings) is None:
+        return None
+    argv = [sys.executable, "-m", "twilio_chat.ingest_process"]
+    return subprocess.Popen(argv)  # noqa: S603 - our own module
 
-    @classmethod
-    def start_for(cls, settings: Settings) -> Supervisor | None:
-        """Start the writer process where the database has one (SQLite on Linux), else None."""
-        if address(settings) is None:
-            return None
-        supervisor = cls()
-        supervisor._thread.start()
-        return supervisor
 
-    def _run(self) -> None:
-        while not self.stopping.is_set():
-            self.process = subprocess.Popen(self.argv)  # noqa: S603 - our own module
-            code = self.process.wait()
-            if self.stopping.is_set():
-                return
-            log.warning(
-                "inbound writer process ended (exit code %s); starting it again in %.0f s",
-                code,
-                RESTART_SECONDS,
-            )
-            self.stopping.wait(RESTART_SECONDS)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the writer process (it finishes its batch) and the supervising thread."""
-        self.stopping.set()
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self._thread.join(timeout=timeout)
+def stop(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Stop the writer process (its current batch is finished first)."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 if __name__ == "__main__":
