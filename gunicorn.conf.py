@@ -97,6 +97,9 @@ def when_ready(server: Any) -> None:
     """
     from twilio_chat import ingest_process
 
+    app_uri = str(getattr(server.app, "app_uri", "") or "")
+    if app_uri.partition(":")[0] != "twilio_chat.wsgi":
+        return  # another app under this config (bench/bare.py, the ceiling): not ours to store
     server.inbound_writer = ingest_process.start(_settings)
 
 
