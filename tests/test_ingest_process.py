@@ -208,6 +208,24 @@ def test_the_writer_process_admits_only_holders_of_the_key(
         assert session.scalar(select(func.count(Message.id))) == 1
 
 
+def test_a_writer_process_with_another_key_is_not_trusted_and_the_text_is_stored_here(
+    db: Database, settings: Settings, where: str
+) -> None:
+    # Another server's writer on this database's address (another SECRET_KEY): the handshake
+    # fails, and the web process stores its texts itself.
+    stranger = Running(
+        make_settings(Path(settings.db_path), SECRET_KEY="another-" + "k" * 32), where
+    )
+    try:
+        local = InboundWriter(db, settings)
+        writer = ProcessWriter(settings, local, where)
+        assert [writer.store(text(n)).created for n in range(3)] == [True, True, True]
+        assert local._thread is not None
+    finally:
+        stranger.stop()
+    assert sorted(stored(db)) == sorted(text(n).sid for n in range(3))
+
+
 # gunicorn with the production config ----------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import logging
 import os
+import pickle
 import selectors
 import signal
 import socket
@@ -39,6 +40,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, cast
 
@@ -99,7 +101,7 @@ class ProcessWriter:
             try:
                 conn.send(fields)
                 kind, value = conn.recv()
-            except (OSError, EOFError) as exc:  # the process ended or was restarted
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:  # it ended, or restarted
                 self._forget(conn)
                 log.warning(
                     "inbound writer process unreachable (%s); storing %s here",
@@ -121,7 +123,7 @@ class ProcessWriter:
             return conn
         try:
             conn = Client(self.address, family="AF_UNIX", authkey=self.key)
-        except (OSError, EOFError, ValueError) as exc:  # not running, or not ours
+        except (OSError, EOFError, ValueError, AuthenticationError) as exc:  # away, or not ours
             # The development server and a restart land here: no log line per request, and
             # another attempt only after RETRY_SECONDS.
             self._retry_at = time.monotonic() + RETRY_SECONDS
