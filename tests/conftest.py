@@ -143,6 +143,20 @@ def db_path(tmp_path: Path, template_db: Path | str) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    """Settings for the test's database."""
+    return make_settings(db_path)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    """The test's migrated database."""
+    database = Database(settings.sqlalchemy_url)
+    yield database
+    database.dispose()
+
+
 def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     """Run a read-only SQL query (with ? placeholders) on a test's database, from outside."""
     from sqlalchemy import create_engine, text

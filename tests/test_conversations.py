@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
-from conftest import PHONE, Live, make_settings
+from conftest import PHONE, Live
 from sqlalchemy import delete, event, select, text, update
 
 from twilio_chat import search
@@ -16,14 +13,6 @@ from twilio_chat.conversations import get_thread, list_messages
 from twilio_chat.db import Database
 from twilio_chat.migrate import alembic_config
 from twilio_chat.models import Contact, Message
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    """The test's migrated database."""
-    database = Database(make_settings(db_path).sqlalchemy_url)
-    yield database
-    database.dispose()
 
 
 def _add(db: Database, body: str, number: str = PHONE, direction: str = "inbound") -> int:

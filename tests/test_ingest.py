@@ -9,13 +9,10 @@ the opt-out ledger and reply jobs. They run on SQLite and, with TEST_DATABASE_UR
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from sqlalchemy import func, select, update
 
 from twilio_chat import ingest, messaging
@@ -25,20 +22,6 @@ from twilio_chat.models import Contact, Job, Message, OptOut, utcnow
 from twilio_chat.settings import Settings
 
 OURS = "+15005550006"
-
-
-@pytest.fixture
-def settings(db_path: Path) -> Settings:
-    """Settings for the test's database."""
-    return make_settings(db_path)
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    """The test's database."""
-    database = Database(settings.sqlalchemy_url)
-    yield database
-    database.dispose()
 
 
 def text(n: int, sender: str = "+15557654321", body: str = "hello", **extra: Any) -> InboundFields:

@@ -42,20 +42,6 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def settings(db_path: Path) -> Settings:
-    """Settings for the test's database."""
-    return make_settings(db_path)
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    """The test's database."""
-    database = Database(settings.sqlalchemy_url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
 def where(settings: Settings) -> str:
     """The writer process's address for the test's database (SQLite only)."""
     found = address(settings)

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from conftest import make_settings
 
 from twilio_chat.db import Database
 from twilio_chat.models import Job, Message, OptOut, utcnow
 from twilio_chat.stats import dashboard
-
-
-@pytest.fixture
-def db(db_path: Path) -> Iterator[Database]:
-    """The test's migrated database."""
-    database = Database(make_settings(db_path).sqlalchemy_url)
-    yield database
-    database.dispose()
 
 
 def test_the_dashboard_counts_today_the_week_and_deliveries(db: Database) -> None:

@@ -65,15 +65,14 @@ def write_batch(
     settings: Settings,
     batch: list[P],
     top_up: Callable[[list[P]], None] | None = None,
-    sync: Callable[[list[P]], None] | None = None,
 ) -> None:
     """Store a batch durably in one transaction, then finish each item with its own result.
 
     Waits for this process's turn to write first; `top_up(batch)` may then add whatever queued
     up meanwhile (up to MAX_BATCH). The commit is fsynced once the turn is given back
-    (`Database.make_durable`) and each item finished; or, given `sync`, the committed batch is
-    handed to it, which must fsync and then finish each item. If the batch fails, each message
-    is stored again in a durable transaction of its own, so an error reaches only its own item.
+    (`Database.make_durable`), and only then is each item finished. If the batch fails, each
+    message is stored again in a durable transaction of its own, so an error reaches only its
+    own item.
     """
     try:
         with db.write_turn():  # the other processes' turn: requests run meanwhile
@@ -81,8 +80,7 @@ def write_batch(
                 top_up(batch)
             with db.session() as session:
                 results = store_inbound_batch(session, settings, [item.fields for item in batch])
-        if sync is None:
-            db.make_durable()  # the fsync, once the other processes may write again
+        db.make_durable()  # the fsync, once the other processes may write again
     except Exception:
         if len(batch) == 1:
             raise
@@ -91,10 +89,6 @@ def write_batch(
         return
     for item, result in zip(batch, results, strict=True):
         item.result = result
-    if sync is not None:
-        sync(batch)
-        return
-    for item in batch:
         item.finish()
 
 
