@@ -279,6 +279,22 @@ def test_the_right_password_logs_in(live: Live) -> None:
         assert browser.get(live.url + "/api/messages", timeout=10).status_code == 200
 
 
+def test_a_new_secret_key_ends_sessions_signed_with_the_old_one(live: Live) -> None:
+    with _browser() as browser:
+        assert _login(live, browser).status_code == 302
+        assert browser.get(live.url + "/api/messages", timeout=10).status_code == 200
+        old_key = live.app.secret_key
+        live.app.secret_key = b"another secret key, as after a rotation"
+        try:
+            assert browser.get(live.url + "/api/messages", timeout=10).status_code == 401
+            # Listed as a fallback, the old key still reads the cookie (Flask's rotation).
+            live.app.config["SECRET_KEY_FALLBACKS"] = [old_key]
+            assert browser.get(live.url + "/api/messages", timeout=10).status_code == 200
+        finally:
+            live.app.secret_key = old_key
+            live.app.config["SECRET_KEY_FALLBACKS"] = []
+
+
 def test_a_login_without_the_csrf_token_is_refused(live: Live) -> None:
     with _browser() as browser:
         browser.get(live.url + "/login", timeout=10)

@@ -12,8 +12,10 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 from conftest import PHONE, Live
 from sqlalchemy import select
+from werkzeug.datastructures import Headers
 
 from twilio_chat.models import Contact
+from twilio_chat.web.security import CSP, HEADERS, add_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "src/twilio_chat/web/translations/pl/LC_MESSAGES"
@@ -55,6 +57,15 @@ def test_security_headers_on_pages_and_api(live: Live) -> None:
         assert "frame-ancestors 'none'" in csp
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         assert "Strict-Transport-Security" not in answer.headers  # only in production
+
+
+def test_a_view_keeps_its_own_value_of_a_security_header() -> None:
+    headers = Headers([("Content-Type", "text/html"), ("x-frame-options", "SAMEORIGIN")])
+    add_missing(headers, HEADERS)
+    assert headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]  # not replaced, not doubled
+    assert headers["Content-Security-Policy"] == CSP
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert len(headers) == 1 + len(HEADERS)
 
 
 def test_production_adds_hsts_and_secure_cookies(live_factory: object) -> None:

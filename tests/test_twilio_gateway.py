@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import PHONE, Live, make_settings, wait_for
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
 from twilio_chat.sandbox.state import inject_fault
 from twilio_chat.twilio_gateway import TwilioError, TwilioGateway, get_gateway
@@ -300,3 +302,16 @@ def test_signatures_made_by_the_gateway_validate(live: Live) -> None:
     assert gw.validate_signature(url, form, signature)
     assert not gw.validate_signature(url, {**form, "MessageStatus": "delivered"}, signature)
     assert not gw.validate_signature(f"{live.url}/twilio/status?mid=8", form, signature)
+
+
+def test_signatures_cover_every_value_of_a_repeated_parameter(live: Live) -> None:
+    gw = get_gateway(live.app)
+    url = f"{live.url}/twilio/inbound"
+    form = MultiDict([("MessageSid", "SM" + "3" * 32), ("MediaUrl0", "a"), ("MediaUrl0", "b")])
+    # What Twilio signs: the URL, then each name with each of its values, names sorted.
+    signature = RequestValidator(live.settings.auth_token).compute_signature(url, form)
+    assert gw.validate_signature(url, form, signature)
+    assert gw.validate_signature(url, ImmutableMultiDict(form), signature)  # a request's form
+    one_value = MultiDict([("MessageSid", "SM" + "3" * 32), ("MediaUrl0", "a")])
+    assert not gw.validate_signature(url, one_value, signature)
+    assert not gw.validate_signature(url, form.to_dict(), signature)  # first values only

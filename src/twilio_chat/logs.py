@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 from .settings import Settings
 
 BEARER = re.compile(r"tc_[A-Za-z0-9_\-]{20,}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")  # an X-Request-ID given is kept if it looks so
 REDACTED = "[redacted]"
 _SECRETS: set[str] = set()
 _base_factory = logging.getLogRecordFactory()
@@ -110,10 +111,10 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _request_id() -> None:
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if re.fullmatch(r"[A-Za-z0-9._\-]{1,64}", given) else uuid.uuid4().hex
+        given = request.environ.get("HTTP_X_REQUEST_ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response: Response) -> Response:
-        response.headers.setdefault("X-Request-ID", getattr(g, "request_id", ""))
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
         return response

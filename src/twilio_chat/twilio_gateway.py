@@ -10,7 +10,7 @@ import hmac
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -396,6 +396,8 @@ class TwilioGateway:
         its port, as Twilio may sign either.
         """
         validator = RequestValidator(self.settings.auth_token)
+        if isinstance(params, Mapping):
+            params = _SignedParams.of(params)
         if hmac.compare_digest(str(validator.compute_signature(url, params)), signature):
             return True
         return bool(validator.validate(url, params, signature))
@@ -403,6 +405,26 @@ class TwilioGateway:
     def sign(self, url: str, params: dict[str, str]) -> str:
         """Compute the X-Twilio-Signature Twilio would send for this URL and form."""
         return str(RequestValidator(self.settings.auth_token).compute_signature(url, params))
+
+
+class _SignedParams(dict[str, list[str]]):
+    """POST parameters as the SDK's validator reads them: every value of each name, by `getall`.
+
+    The validator asks each parameter for `getall` first; a werkzeug MultiDict has none, so it
+    would raise and catch an AttributeError for every parameter of every webhook.
+    """
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> _SignedParams:
+        """Collect every value of each parameter (a MultiDict's repeats included)."""
+        lists = getattr(params, "lists", None)
+        if callable(lists):
+            return cls(lists())  # a form's values are text already
+        return cls((name, [str(value)]) for name, value in params.items())
+
+    def getall(self, name: str) -> list[str]:
+        """Return every value of one parameter."""
+        return self[name]
 
 
 def _is_signed_cdn(url: str) -> bool:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from flask import Flask, g, jsonify, redirect, request, session
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
 from ..db import get_db
@@ -147,6 +149,26 @@ def current_identity() -> Identity:
     return identity
 
 
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed session cookie, its serializer built once per key instead of per request.
+
+    Flask builds a new serializer (and test-serializes an empty dict) for every request, even
+    one that carries no cookie, such as each of Twilio's webhooks.
+    """
+
+    def __init__(self) -> None:
+        self._built: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        """Return the serializer for the app's current keys, built on first use."""
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        built = self._built
+        if built is None or built[0] != keys:
+            built = self._built = (keys, super().get_signing_serializer(app))
+        return built[1]
+
+
 def init_app(app: Flask) -> None:
-    """Install the guard that protects every route not marked public."""
+    """Install the guard that protects every route not marked public, and the session cookie."""
+    app.session_interface = SessionCookies()
     app.before_request(_guard)

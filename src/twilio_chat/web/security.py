@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask import Flask
+from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response
 
 CSP = "; ".join(
@@ -21,16 +24,32 @@ CSP = "; ".join(
 )
 
 
+HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
+def add_missing(headers: Headers, defaults: Iterable[tuple[str, str]]) -> None:
+    """Add each of these headers the response does not set itself (a view's own value wins).
+
+    One pass over the response's headers: werkzeug's `Headers.setdefault` scans them three times
+    and raises an exception for every header missing, which every answer paid five times.
+    """
+    present = {name.lower() for name, _ in headers}
+    for name, value in defaults:
+        if name.lower() not in present:
+            headers.add(name, value)
+
+
 def init_app(app: Flask, production: bool) -> None:
     """Add the headers to every response."""
+    defaults = (*HEADERS, HSTS) if production else HEADERS
 
     @app.after_request
     def _headers(response: Response) -> Response:
-        headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        if production:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        add_missing(response.headers, defaults)
         return response

@@ -7,6 +7,7 @@ to a local file (see spool.py), answered 200, and stored by a worker once the da
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,14 +41,14 @@ def verify_signature(kind: str) -> None:
     form = request.form  # reading it first makes an oversized body answer 413
     if not settings.twilio_validate_signature:
         return
-    signature = request.headers.get("X-Twilio-Signature", "")
+    signature = request.environ.get("HTTP_X_TWILIO_SIGNATURE", "")
     if not signature or not get_gateway().validate_signature(public_url(), form, signature):
         WEBHOOKS.labels(kind, "bad_signature").inc()
         abort(403, "invalid or missing X-Twilio-Signature")
 
 
-def _require(kind: str, *fields: str) -> None:
-    missing = [f for f in fields if not request.form.get(f)]
+def _require(kind: str, form: Mapping[str, str], *fields: str) -> None:
+    missing = [f for f in fields if not form.get(f)]
     if missing:
         WEBHOOKS.labels(kind, "bad_request").inc()
         abort(400, f"missing {', '.join(missing)}")
@@ -90,9 +91,10 @@ def _spool(kind: str, error: SQLAlchemyError) -> Response:
 def inbound() -> Response:
     """Store an inbound message (once per MessageSid) and enqueue its answer."""
     verify_signature("inbound")
-    _require("inbound", "MessageSid", "From")
+    form = request.form.to_dict()  # the first value of each: a MultiDict raises on a miss
+    _require("inbound", form, "MessageSid", "From")
     try:
-        result = get_writer().store(messaging.inbound_fields(request.form))
+        result = get_writer().store(messaging.inbound_fields(form))
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
             raise
@@ -106,7 +108,7 @@ def inbound() -> Response:
 def status() -> Response:
     """Record a delivery status callback."""
     verify_signature("status")
-    _require("status", "MessageSid")
+    _require("status", request.form, "MessageSid")
     if not (request.form.get("MessageStatus") or request.form.get("SmsStatus")):
         WEBHOOKS.labels("status", "bad_request").inc()
         abort(400, "missing MessageStatus")
