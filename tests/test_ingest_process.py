@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +32,14 @@ from twilio.request_validator import RequestValidator
 
 from twilio_chat import ingest_process
 from twilio_chat.db import Database
-from twilio_chat.ingest import InboundWriter
+from twilio_chat.ingest import InboundWriter, write_batch
 from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
 from twilio_chat.models import Message
 from twilio_chat.sandbox.state import inbound_form
 from twilio_chat.settings import Settings, build_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+GATHER_WAIT_SEEN = 4.0  # a turn this long waited out the test's 5 s window
 BIN = Path(sys.executable).parent
 
 
@@ -113,6 +115,53 @@ def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_
         assert result.message_id == rows[text(n % 30).sid]
     assert len(reply_keys(db)) == 30
     assert local._thread is None  # the web process stored nothing itself
+
+
+def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
+    db: Database, settings: Settings, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[int]] = []
+
+    def recording(db: Database, settings: Settings, batch: list[Any], top_up: Any) -> None:
+        batches.append([int(item.fields.sid[2:], 16) for item in batch])
+        write_batch(db, settings, batch, top_up)
+
+    monkeypatch.setattr(ingest_process, "write_batch", recording)
+    monkeypatch.setattr(ingest_process, "GATHER_SECONDS", 5.0)  # long: the test sees who waits
+    monkeypatch.setattr(ingest_process, "GATHER_TARGET", 2)
+    server = WriterServer(settings, where, db)
+    threading.Thread(target=server._accept, daemon=True).start()
+    try:
+        first, second = (Client(where, family="AF_UNIX", authkey=authkey(settings)) for _ in "12")
+        wait_for(lambda: len(server._new) == 2)
+        assert server._ready(1) == []  # admits both; nothing was sent yet
+
+        def turn(*texts: tuple[Any, int]) -> list[int]:
+            """Send one text on each connection given, run one turn of the loop, read answers."""
+            for conn, n in texts:
+                conn.send(text(n))
+            server._turn()
+            for conn in (first, second):
+                while conn.poll(0):
+                    assert conn.recv()[0] == "ok"
+            return batches[-1]
+
+        def later(conn: Any, n: int) -> None:
+            """Send a text 0.3 s from now, while the loop's turn runs."""
+            threading.Timer(0.3, conn.send, [text(n)]).start()
+
+        later(second, 2)
+        assert turn((first, 1)) == [1]  # a lone text, no load: stored at once, alone
+        assert turn() == [2]
+        assert turn((first, 3), (second, 4)) == [3, 4]  # two at once: under load now
+        later(second, 6)
+        assert turn((first, 5)) == [5, 6]  # under load: 5 waited, and 6 joined it
+        started = time.monotonic()
+        assert turn((first, 7), (second, 8)) == [7, 8]  # as many as it waits for: no wait
+        assert time.monotonic() - started < GATHER_WAIT_SEEN
+        assert len(stored(db)) == 8
+    finally:
+        server.close()
 
 
 def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(

@@ -15,7 +15,8 @@ the database's path) with `multiprocessing.connection`, whose HMAC handshake adm
 processes holding a key derived from SECRET_KEY. Each request thread keeps one connection, sends
 its `InboundFields` and waits for `("ok", InboundResult)`. The process stores whatever is waiting
 on all its connections as one batch (`ingest.write_batch`: one transaction, fsynced), then
-answers each.
+answers each. While texts keep coming, a small batch first waits up to half a millisecond for
+more to join it (group commit): every batch pays one commit and one fsync, whatever its size.
 
 Nothing depends on it. If the process is not running (the development server, another system,
 PostgreSQL, a restart), is gone mid-request, or reports an error, the web process stores the
@@ -59,6 +60,11 @@ RESTART_SECONDS = 1.0  # how long before a writer that ended is started again
 POLL_SECONDS = 0.5  # how often the processes look whether they were told to stop, or orphaned
 IN_USE = 3  # the exit code of a writer that found its address taken (another server's writer)
 IN_USE_SECONDS = 30.0  # how long before trying again then
+# Group commit. Under load, a batch smaller than GATHER_TARGET waits up to GATHER_SECONDS for
+# more texts to join it: a batch costs one transaction, commit and fsync whatever its size
+# (bench/README.md, ingest). A text that arrives alone after a batch of one never waits.
+GATHER_SECONDS = 0.0005
+GATHER_TARGET = 4
 
 
 def address(settings: Settings) -> str | None:
@@ -173,6 +179,7 @@ class WriterServer:
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._under_load = False  # the last batch had more than one text
 
     def serve(self) -> None:
         """Serve until `stop` is set (or the listener is closed)."""
@@ -238,6 +245,8 @@ class WriterServer:
         batch = self._receive(self._ready(POLL_SECONDS))
         if not batch:
             return
+        if self._under_load:
+            self._gather(batch)
         try:
             write_batch(self.db, self.settings, batch, self._top_up)
         except Exception as exc:  # one text that could not be stored (a batch retries each)
@@ -245,6 +254,16 @@ class WriterServer:
             for item in batch:
                 item.error = exc
                 item.finish()
+        self._under_load = len(batch) > 1
+
+    def _gather(self, batch: list[_Remote]) -> None:
+        """Let more texts join a small batch, for at most GATHER_SECONDS (group commit)."""
+        deadline = time.monotonic() + GATHER_SECONDS
+        while len(batch) < GATHER_TARGET:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            batch += self._receive(self._ready(left))
 
     def _top_up(self, batch: list[_Remote]) -> None:
         """Add what arrived while the batch waited for the write turn."""
