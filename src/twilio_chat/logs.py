@@ -111,7 +111,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _request_id() -> None:
-        given = request.environ.get("HTTP_X_REQUEST_ID", "")
+        given = request.headers.get("X-Request-ID", "")
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request

@@ -41,7 +41,7 @@ def verify_signature(kind: str) -> None:
     form = request.form  # reading it first makes an oversized body answer 413
     if not settings.twilio_validate_signature:
         return
-    signature = request.environ.get("HTTP_X_TWILIO_SIGNATURE", "")
+    signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not get_gateway().validate_signature(public_url(), form, signature):
         WEBHOOKS.labels(kind, "bad_signature").inc()
         abort(403, "invalid or missing X-Twilio-Signature")
