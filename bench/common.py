@@ -232,13 +232,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def profile(pids: list[int], folder: Path, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """Record each process with py-spy (raw collapsed stacks in folder/profile-<pid>.txt)."""
+def profile(
+    pids: list[int], folder: Path, seconds: float, gil: bool = True
+) -> list[subprocess.Popen[bytes]]:
+    """Record each process with py-spy (raw collapsed stacks in folder/profile-<pid>.txt).
+
+    `gil`: only samples of the thread holding the interpreter lock. That records nothing of a
+    gunicorn worker's threads here, so the ingest benchmark records every thread instead.
+    """
     spies = []
     for pid in pids:
         out = folder / f"profile-{pid}.txt"
         log(f"profiling pid {pid} into {out}")
-        argv = [str(BIN / "py-spy"), "record", "--gil", "--format", "raw", "-o", str(out)]
+        argv = [str(BIN / "py-spy"), "record", *(["--gil"] if gil else []), "--format", "raw"]
+        argv += ["-o", str(out)]
         argv += ["-d", str(int(seconds)), "-p", str(pid)]
         spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))  # noqa: S603
     return spies

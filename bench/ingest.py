@@ -153,6 +153,24 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def paired_ratios(apps: list[dict[str, Any]], ceilings: list[dict[str, Any]]) -> list[float]:
+    """Return each round's app throughput over the ceiling measured just before it.
+
+    The machine's speed drifts within minutes, so a ratio compares two loads run back to back
+    (with `--skip-ceiling`, the one ceiling measured stands for every round).
+    """
+    return [
+        round(app["per_second"] / ceilings[min(i, len(ceilings) - 1)]["per_second"], 3)
+        for i, app in enumerate(apps)
+    ]
+
+
+def median(values: list[float]) -> float:
+    """Return the median (the lower middle value of an even count)."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def summarize(raw: dict[str, Any], cpu_seconds_used: float) -> dict[str, Any]:
     """Turn wrk's counters into requests per second, milliseconds and an error count."""
     seconds = raw["duration_us"] / 1e6
@@ -182,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="record the app's first worker with py-spy"
     )
     parser.add_argument("--skip-ceiling", action="store_true", help="the ceiling once, briefly")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs; medians count")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating runs; medians count (at least 1)"
+    )
     parser.add_argument(
         "--payloads",
         type=int,
@@ -190,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         help="pre-signed webhooks (enough for the ceiling's rounds; fewer sign faster)",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds: must be at least 1")
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (apt-get install wrk; `make bench` does it)")
 
@@ -230,12 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"round {round_}, ceiling: {describe(ceilings[-1])}")
             spy = None
             if args.profile and round_ == 1:
-                spy = profile(server.worker_pids()[:1], work, args.seconds - 2)[0]
+                spy = profile(server.worker_pids()[:1], work, args.seconds - 2, gil=False)[0]
             raw, cpu = measured(server, url, work, args, offset)
             if spy is not None:
                 spy.wait()
             apps.append(summarize(raw, cpu))
-            log(f"round {round_}, app: {describe(apps[-1])}")
+            pair = apps[-1]["per_second"] / ceilings[-1]["per_second"]
+            log(f"round {round_}, app: {describe(apps[-1])}; {pair:.2f} of the ceiling")
             resent = resend_tail(url, work, raw["sent"], offset, args.connections)
             apps[-1]["tail_resent"] = resent
             for thread, count in enumerate(raw["sent"]):
@@ -251,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = conn.execute("SELECT count(*), count(DISTINCT sid) FROM messages").fetchone()
         job_rows = conn.execute("SELECT count(*) FROM jobs WHERE kind='reply'").fetchone()[0]
     requests_sent = sum(a["requests_sent"] for a in apps)
-    ratio = round(app["per_second"] / ceiling["per_second"], 3)
+    ratios = paired_ratios(apps, ceilings)
+    ratio = median(ratios)
     figures: list[Figure] = [
         at_least("signed inbound webhooks", app["per_second"], "/s", 1000),
         Figure("latency p50", app["p50_ms"], "ms"),
@@ -278,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "app": app,
         "ceiling": ceiling,
+        "ratio": "median over the rounds of the app's throughput / the ceiling's just before",
+        "round_ratios": ratios,
         "app_rounds": apps,
         "ceiling_rounds": ceilings,
         "server": "gunicorn.conf.py: gthread, 2 processes x 8 threads; WORKER_ENABLED=false",
