@@ -6,8 +6,9 @@ transactions, PostgreSQL through COPY. The rows are what the app writes: inbound
 automatic replies (with reply jobs) and some human sends, statuses and error codes, a year of
 timestamps, unique sids, and each contact's conversation summary (last message, unread count).
 gunicorn with the production config then serves the app, and one keep-alive client times the
-pages people open: the conversation list, threads, inbound messages, a text search and the
-dashboard's statistics. The SQL each one runs is captured in-process and its query plan recorded.
+JSON API's answers to what people open: the conversation list, threads, inbound messages, a
+text search and the dashboard's statistics. The SQL each one runs is captured in-process and
+its query plan recorded.
 """
 
 from __future__ import annotations
@@ -654,16 +655,21 @@ def endpoint_requests(generated: Generated, count: int, rng: random.Random) -> d
         "conversations": ["/api/conversations?limit=50"] * count,
         "thread": threads,
         "inbound": ["/api/messages?direction=inbound&limit=50"] * count,
-        "search": [f"/partials/dashboard?text={words[i % len(words)]}" for i in range(count)],
-        "dashboard": ["/partials/dashboard"] * count,
+        "search": [search_path(words[i % len(words)]) for i in range(count)],
+        "dashboard": ["/api/stats"] * count,
     }
+
+
+def search_path(word: str) -> str:
+    """The API's text search for a word: the 50 newest messages holding it."""
+    return f"/api/messages?text={word}&limit=50"
 
 
 ENDPOINT_TITLES = {
     "conversations": "conversations, first page (50)",
     "thread": "a thread (100 latest)",
     "inbound": "inbound messages (50)",
-    "search": "text search (dashboard filter)",
+    "search": "text search (50)",
     "dashboard": "dashboard statistics",
 }
 
@@ -804,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         "conversations": paths["conversations"][:1],
         "thread": [f"/api/conversations/{generated.numbers[0]}", paths["thread"][0]],
         "inbound": paths["inbound"][:1],
-        "search": [f"/partials/dashboard?text={w}" for w in [*SEARCH_WORDS, MISSING]],
+        "search": [search_path(w) for w in [*SEARCH_WORDS, MISSING]],
         "dashboard": paths["dashboard"][:1],
     }
     captured = capture_plans(env, token, plan_paths, args.database)
@@ -846,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     search_words = {}
     for word in [*SEARCH_WORDS, MISSING]:
-        found = timings["search"]["by_path"].get(f"/partials/dashboard?text={word}", [])
+        found = timings["search"]["by_path"].get(search_path(word), [])
         search_words[word] = {
             "messages_holding_it": generated.word_counts.get(word, 0),
             "p50_ms": round(percentile(found, 50), 2),

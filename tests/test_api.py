@@ -12,7 +12,7 @@ import requests
 from conftest import PHONE, Live, wait_for
 from sqlalchemy import func, select
 
-from twilio_chat.models import Message, OptOut, SandboxOptOut
+from twilio_chat.models import Job, Message, OptOut, SandboxOptOut
 from twilio_chat.sandbox import get_sandbox
 from twilio_chat.sandbox.state import inject_fault
 from twilio_chat.twilio_gateway import get_gateway
@@ -383,11 +383,83 @@ def test_bad_message_list_parameters_are_400(live: Live) -> None:
         ({"limit": "-1"}, "limit"),
         ({"before": "abc"}, "before"),
         ({"direction": "sideways"}, "direction"),
+        ({"status": "lost"}, "status"),
+        ({"number": "12345"}, "number"),
+        ({"text": "x" * 201}, "text"),
     ]
     for params, field in cases:
         answer = live.api("GET", "/api/messages", params=params)
         assert _error(answer, 400)["field"] == field, params
     assert live.api("GET", "/api/messages", params={"limit": 500}).status_code == 200
+
+
+def _bodies(live: Live, **params: Any) -> list[str]:
+    answer = live.api("GET", "/api/messages", params=params)
+    assert answer.status_code == 200, answer.text
+    return [m["body"] for m in answer.json()["messages"]]
+
+
+def test_messages_filter_by_status_number_and_text_as_the_dashboard_does(live: Live) -> None:
+    shipped = _send(live, to=PHONE, body="Order 1 shipped")
+    _wait_status(live, shipped["sid"], "delivered")
+    _simulate(live, OTHER, "Where is my ORDER?")
+    _simulate(live, PHONE, "thanks")
+    late = _send(live, to=THIRD, body="your order is late")
+    _wait_status(live, late["sid"], "undelivered")
+
+    everything = ["your order is late", "Where is my ORDER?", "Order 1 shipped"]
+    assert _bodies(live, text="order") == everything  # any case, newest first
+    assert _bodies(live, text="  ORDER ") == everything  # trimmed
+    assert _bodies(live, text="order", direction="inbound") == ["Where is my ORDER?"]
+    assert _bodies(live, status="undelivered") == ["your order is late"]
+    assert _bodies(live, status="received") == ["thanks", "Where is my ORDER?"]
+    assert _bodies(live, number=PHONE) == ["thanks", "Order 1 shipped"]
+    assert _bodies(live, number=PHONE, text="order") == ["Order 1 shipped"]
+    assert _bodies(live, text="refund") == []
+    assert _bodies(live, text="100%") == []  # LIKE's wildcards are taken literally
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"text": "order", "limit": 2}
+    while True:
+        page = live.api("GET", "/api/messages", params=params).json()
+        seen += [m["body"] for m in page["messages"]]
+        if page["next_cursor"] is None:
+            break
+        params["before"] = page["next_cursor"]
+    assert seen == everything
+
+
+def _jobs_waiting(live: Live) -> int:
+    with live.db.read() as session:
+        query = select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running")))
+        return int(session.scalar(query) or 0)
+
+
+def test_stats_count_today_the_week_and_the_delivery_rate(live: Live) -> None:
+    empty = live.api("GET", "/api/stats")
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["stats"]["delivery_rate"] is None
+    delivered = _send(live, to=PHONE, body="one")
+    undelivered = _send(live, to=THIRD, body="two")
+    _simulate(live, OTHER, "three")
+    _simulate(live, PHONE, "STOP")
+    _wait_status(live, delivered["sid"], "delivered")
+    _wait_status(live, undelivered["sid"], "undelivered")
+
+    stats = live.api("GET", "/api/stats").json()["stats"]
+    assert stats == {
+        "inbound_today": 2,
+        "outbound_today": 2,
+        "inbound_7d": 2,
+        "outbound_7d": 2,
+        "delivered_7d": 1,
+        "failed_7d": 1,
+        "delivery_rate": 0.5,
+        "opted_out": 1,
+        "jobs_waiting": _jobs_waiting(live),  # no worker runs here: the reply to "three"
+    }
+    assert stats["jobs_waiting"] >= 1
+    assert live.api("GET", "/api/stats", token=None).status_code == 401
 
 
 # Conversations ------------------------------------------------------------------------------

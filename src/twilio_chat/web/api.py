@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.wrappers import Response
 
-from .. import audit, conversations, messaging, sync
+from .. import audit, conversations, messaging, stats, sync
 from ..db import get_db
 from ..errors import N_, InvalidInput, NotFound
 from ..sandbox import get_sandbox
@@ -143,20 +144,43 @@ def send_message() -> tuple[Response, int]:
     return jsonify({"message": message_json(message)}), 201
 
 
+MAX_SEARCH = 200  # characters of a text search
+
+
 @bp.get("/messages")
 @requires_scope("read")
 def messages() -> Response:
-    """List stored messages, newest first."""
+    """List stored messages, newest first, filtered as the dashboard filters them."""
     direction = request.args.get("direction") or None
     if direction not in (None, "inbound", "outbound"):
         raise InvalidInput("'direction' must be inbound or outbound", field="direction")
+    status = request.args.get("status") or None
+    if status is not None and status not in messaging.STATUS_RANK:
+        known = ", ".join(sorted(messaging.STATUS_RANK))
+        raise InvalidInput(f"'status' must be one of {known}, got {status!r}", field="status")
+    text = request.args.get("text", "").strip() or None
+    if text is not None and len(text) > MAX_SEARCH:
+        raise InvalidInput(f"'text' must be at most {MAX_SEARCH} characters", field="text")
     limit = int_arg("limit", 50, 1, 500) or 50
     page = conversations.list_messages(
-        get_db(), limit, direction, int_arg("before", None, 1, 2**62)
+        get_db(),
+        limit,
+        direction,
+        int_arg("before", None, 1, 2**62),
+        status=status,
+        number=number_arg("number"),
+        text=text,
     )
     return jsonify(
         {"messages": [message_json(m) for m in page.items], "next_cursor": page.next_cursor}
     )
+
+
+@bp.get("/stats")
+@requires_scope("read")
+def dashboard_stats() -> Response:
+    """Return the dashboard's statistics: counts of today and of the last 7 days."""
+    return jsonify({"stats": dataclasses.asdict(stats.dashboard(get_db()))})
 
 
 @bp.get("/messages/remote")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..messaging import STATUS_RANK
 from ..settings import Settings
 
 ERROR = {"$ref": "#/components/responses/Error"}
@@ -82,11 +83,36 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                         {"type": "string", "enum": ["inbound", "outbound"]},
                         "Only one direction",
                     ),
+                    _q(
+                        "status",
+                        {"type": "string", "enum": sorted(STATUS_RANK)},
+                        "Only messages with this delivery status",
+                    ),
+                    _q(
+                        "number",
+                        {"type": "string"},
+                        "Only one conversation: the other party's number, E.164",
+                    ),
+                    _q(
+                        "text",
+                        {"type": "string", "maxLength": 200},
+                        "Only bodies holding this text, in any case",
+                    ),
                     CURSOR,
                 ],
                 "responses": {
                     "200": _ok("#/components/schemas/MessagePage"),
                     "400": ERROR,
+                    "401": ERROR,
+                },
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "The dashboard's statistics",
+                "operationId": "getStats",
+                "responses": {
+                    "200": _ok("#/components/schemas/StatsEnvelope"),
                     "401": ERROR,
                 },
             }
@@ -485,6 +511,28 @@ def build_spec(settings: Settings) -> dict[str, Any]:
             "properties": {
                 "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
                 "next_cursor": {"type": ["integer", "null"]},
+            },
+        },
+        "StatsEnvelope": {
+            "type": "object",
+            "properties": {
+                "stats": {
+                    "type": "object",
+                    "properties": {
+                        "inbound_today": {"type": "integer", "description": "Since midnight UTC"},
+                        "outbound_today": {"type": "integer", "description": "Since midnight UTC"},
+                        "inbound_7d": {"type": "integer"},
+                        "outbound_7d": {"type": "integer"},
+                        "delivered_7d": {"type": "integer", "description": "Delivered or read"},
+                        "failed_7d": {"type": "integer", "description": "Undelivered or failed"},
+                        "delivery_rate": {
+                            "type": ["number", "null"],
+                            "description": "Delivered over settled outbound texts, 7 days",
+                        },
+                        "opted_out": {"type": "integer"},
+                        "jobs_waiting": {"type": "integer"},
+                    },
+                }
             },
         },
         "RemoteMessageList": {
