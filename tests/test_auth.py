@@ -5,15 +5,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from conftest import SECRET, Live
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, event, func, select, text
 
+from twilio_chat.db import Database
 from twilio_chat.models import ApiToken, Message, SandboxFault, SandboxMessage, SandboxOptOut, User
 from twilio_chat.settings import SANDBOX_ACCOUNT_SID
-from twilio_chat.users import authenticate, create_token, ensure_admin, revoke_token
+from twilio_chat.users import (
+    authenticate,
+    create_token,
+    create_user,
+    ensure_admin,
+    revoke_token,
+    verify_token,
+)
 
 PASSWORD = "admin-password"  # what conftest gives the admin
 OTHER = "+15551230002"
@@ -208,6 +217,32 @@ def test_a_revoked_token_stops_working(live: Live) -> None:
     assert sent.status_code == 401
     assert _message_count(live) == 0
     assert live.api("GET", "/api/messages").status_code == 200  # other tokens still work
+
+
+def test_a_bearer_token_is_checked_with_one_query(db: Database) -> None:
+    create_user(db, "bot-owner", "a long enough password", is_admin=False)
+    row, token = create_token(db, "bot-owner", "bot", ("read",))
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        identity = verify_token(db, token)
+        assert len(statements) == 1
+        assert identity is not None
+        assert (identity.username, identity.is_admin, identity.scopes, identity.via) == (
+            "bot-owner",
+            False,
+            frozenset({"read"}),
+            "token",
+        )
+        assert verify_token(db, token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+        revoke_token(db, row.id)
+        assert verify_token(db, token) is None
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def test_token_scopes_limit_what_a_token_may_do(live: Live) -> None:
