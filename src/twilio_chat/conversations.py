@@ -18,6 +18,8 @@ from .twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
 
 T = TypeVar("T")
 
+MAX_SEARCH = 200  # the longest text a search takes, in characters
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):

@@ -144,9 +144,6 @@ def send_message() -> tuple[Response, int]:
     return jsonify({"message": message_json(message)}), 201
 
 
-MAX_SEARCH = 200  # characters of a text search
-
-
 @bp.get("/messages")
 @requires_scope("read")
 def messages() -> Response:
@@ -159,8 +156,10 @@ def messages() -> Response:
         known = ", ".join(sorted(messaging.STATUS_RANK))
         raise InvalidInput(f"'status' must be one of {known}, got {status!r}", field="status")
     text = request.args.get("text", "").strip() or None
-    if text is not None and len(text) > MAX_SEARCH:
-        raise InvalidInput(f"'text' must be at most {MAX_SEARCH} characters", field="text")
+    if text is not None and len(text) > conversations.MAX_SEARCH:
+        raise InvalidInput(
+            f"'text' must be at most {conversations.MAX_SEARCH} characters", field="text"
+        )
     limit = int_arg("limit", 50, 1, 500) or 50
     page = conversations.list_messages(
         get_db(),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..conversations import MAX_SEARCH
 from ..messaging import STATUS_RANK
 from ..settings import Settings
 
@@ -95,7 +96,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     ),
                     _q(
                         "text",
-                        {"type": "string", "maxLength": 200},
+                        {"type": "string", "maxLength": MAX_SEARCH},
                         "Only bodies holding this text, in any case",
                     ),
                     CURSOR,
