@@ -404,6 +404,24 @@ def test_logout_needs_the_csrf_token_and_ends_the_session(live: Live) -> None:
         assert browser.get(live.url + "/api/messages", timeout=10).status_code == 401
 
 
+def test_answers_that_never_touch_the_session_set_no_cookie(live: Live) -> None:
+    from test_replies import post_inbound
+
+    webhook = post_inbound(live, OTHER, "hello")
+    assert "Set-Cookie" not in webhook.headers
+    assert "Vary" not in webhook.headers
+    # An answer that looked for a login in the session says it varies with the cookie...
+    refused = requests.get(live.url + "/api/messages", timeout=10)
+    assert refused.status_code == 401
+    assert "Set-Cookie" not in refused.headers
+    assert "Cookie" in refused.headers["Vary"]
+    # ...and a page that keeps something in the session sets its cookie.
+    page = requests.get(live.url + "/login", timeout=10)
+    assert page.status_code == 200
+    assert "session=" in page.headers["Set-Cookie"]
+    assert "Cookie" in page.headers["Vary"]
+
+
 def test_session_authenticated_api_writes_need_the_csrf_header(live: Live) -> None:
     with _browser() as browser:
         login_page_token = _csrf(browser.get(live.url + "/login", timeout=10).text)

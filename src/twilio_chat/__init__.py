@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -12,12 +15,32 @@ __all__ = ["create_app"]
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
+class App(Flask):
+    """Flask, asking once per function whether it is a coroutine function, not per request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the function Flask runs for `func` (itself, unless it is async), remembered.
+
+        Flask inspects every hook and view this way on every request; the answer never changes.
+        """
+        found = self._sync.get(func)
+        if found is None:
+            found = super().ensure_sync(func)
+            if len(self._sync) < 4096:  # hooks and views: a fixed set, but never unbounded
+                self._sync[func] = found
+        return found
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for these settings: wiring only, no I/O, no threads."""
     from . import db, logs, twilio_gateway, web
 
     settings = settings or load_settings()
-    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app = App(__name__, template_folder="web/templates", static_folder="web/static")
     app.extensions["settings"] = settings
     production = settings.app_env == "production"
     app.config.update(

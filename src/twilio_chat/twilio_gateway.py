@@ -185,6 +185,9 @@ class TwilioGateway:
         self.settings = settings
         self._client: Client | None = None
         self._lock = threading.Lock()
+        # Checks and signs webhooks. The sandbox's auth token is derived (an HMAC) each time it
+        # is asked for, and every webhook asked.
+        self._validator = RequestValidator(settings.auth_token)
 
     @property
     def client(self) -> Client:
@@ -395,7 +398,7 @@ class TwilioGateway:
         mismatch goes on to the SDK's full check, which also tries the URL with and without
         its port, as Twilio may sign either.
         """
-        validator = RequestValidator(self.settings.auth_token)
+        validator = self._validator
         if isinstance(params, Mapping):
             params = _SignedParams.of(params)
         if hmac.compare_digest(str(validator.compute_signature(url, params)), signature):
@@ -404,7 +407,7 @@ class TwilioGateway:
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         """Compute the X-Twilio-Signature Twilio would send for this URL and form."""
-        return str(RequestValidator(self.settings.auth_token).compute_signature(url, params))
+        return str(self._validator.compute_signature(url, params))
 
 
 class _SignedParams(dict[str, list[str]]):

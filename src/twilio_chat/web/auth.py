@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from flask import Flask, g, jsonify, redirect, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
+from flask.wrappers import Request
+from flask.wrappers import Response as FlaskResponse
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
@@ -153,8 +155,22 @@ class SessionCookies(SecureCookieSessionInterface):
     """Flask's signed session cookie, its serializer built once per key instead of per request.
 
     Flask builds a new serializer (and test-serializes an empty dict) for every request, even
-    one that carries no cookie, such as each of Twilio's webhooks.
+    one that carries no cookie, such as each of Twilio's webhooks. A request with no Cookie
+    header at all gets its empty session without parsing cookies, and a session nobody looked
+    at is not saved: Flask would work out the cookie's seven attributes only to write nothing.
     """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Return the request's session: an empty one at once when it sent no cookie."""
+        if "HTTP_COOKIE" not in request.environ and self.get_signing_serializer(app) is not None:
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: FlaskResponse) -> None:
+        """Set, refresh or delete the cookie; nothing when the session was never touched."""
+        if not session and not session.modified and not session.accessed:
+            return  # Flask's own answer here: no cookie, no Vary header
+        super().save_session(app, session, response)
 
     def __init__(self) -> None:
         self._built: tuple[tuple[Any, ...], URLSafeTimedSerializer | None] | None = None
