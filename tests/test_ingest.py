@@ -96,6 +96,21 @@ def test_a_batch_counts_unread_and_keeps_the_newest_as_the_last_message(
     assert contact(db, "+15550001111").unread_count == 1
 
 
+def test_each_message_of_a_batch_keeps_its_own_time(db: Database, settings: Settings) -> None:
+    # Timestamps are converted once per object (db.DriverStatement): the same object again, a
+    # different one, then the first again must each be stored as themselves.
+    early, late = utcnow() - timedelta(hours=2), utcnow() - timedelta(minutes=3)
+    batch = [text(1, received_at=early), text(2, received_at=late), text(3, received_at=early)]
+    before = utcnow()
+    results = store(db, settings, [*batch, text(4)])
+    with db.read() as session:
+        stored = {m.id: m.created_at for m in session.scalars(select(Message))}
+    times = [stored[r.message_id] for r in results]
+    assert times[:3] == [early, late, early]
+    assert times[3] >= before  # no time given: when it was stored
+    assert contact(db, "+15557654321").last_message_at == times[3]
+
+
 def test_stop_in_a_batch_silences_what_follows_it_and_start_answers_again(
     db: Database, settings: Settings
 ) -> None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
 from .settings import Settings
 
@@ -213,6 +214,33 @@ def per_driver(build: Callable[[Dialect], T]) -> Callable[[Dialect], T]:
     return once
 
 
+def _bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """Return the column type's bind processor; a timestamp's remembers its last conversion.
+
+    Every row of an inbound batch carries the same timestamp object several times over (the
+    message's, its conversation's, its job's), and each conversion to SQLite's text form costs
+    more than the insert's own binding.
+    """
+    convert = type_.dialect_impl(dialect).bind_processor(dialect)
+    if convert is None or not _is_datetime(type_):
+        return convert
+    last: list[tuple[Any, Any]] = [(object(), None)]  # (value, converted): replaced whole
+
+    def remembered(value: Any) -> Any:
+        seen, converted = last[0]
+        if value is seen:  # the same object: datetimes are immutable
+            return converted
+        converted = convert(value)
+        last[0] = (value, converted)
+        return converted
+
+    return remembered
+
+
+def _is_datetime(type_: TypeEngine[Any]) -> bool:
+    return isinstance(getattr(type_, "impl_instance", type_), DateTime)  # or a TypeDecorator's
+
+
 class DriverStatement:
     """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
 
@@ -230,8 +258,7 @@ class DriverStatement:
         self.sql = compiled.string
         self._positions = compiled.positiontup  # None for a named paramstyle (psycopg)
         self._binds: dict[str, Callable[[Any], Any] | None] = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-            for name, bind in compiled.binds.items()
+            name: _bind_processor(bind.type, dialect) for name, bind in compiled.binds.items()
         }
         columns = getattr(statement, "exported_columns", ())
         self._results = [
