@@ -8,6 +8,7 @@ the opt-out ledger and reply jobs. They run on SQLite and, with TEST_DATABASE_UR
 
 from __future__ import annotations
 
+import random
 import threading
 from datetime import timedelta
 from typing import Any
@@ -109,6 +110,67 @@ def test_each_message_of_a_batch_keeps_its_own_time(db: Database, settings: Sett
     assert times[:3] == [early, late, early]
     assert times[3] >= before  # no time given: when it was stored
     assert contact(db, "+15557654321").last_message_at == times[3]
+
+
+def test_a_batch_stored_together_ends_as_the_same_messages_stored_one_by_one(
+    db: Database, settings: Settings
+) -> None:
+    # Two conversations' worth of the same traffic: one set of numbers stored as one batch
+    # (one statement per table, in parts of BATCH_ROWS), the other one message at a time.
+    rng = random.Random(7)
+    now = utcnow()
+    plan: list[tuple[int, int, timedelta | None]] = []  # (sid, sender, age)
+    for n in range(1, 151):
+        if n > 5 and rng.random() < 0.15:
+            plan.append(rng.choice(plan))  # a retry, maybe in the same part, maybe not
+        else:
+            age = timedelta(minutes=rng.randrange(60)) if rng.random() < 0.4 else None
+            plan.append((n, rng.randrange(6), age))
+
+    def messages(offset: int) -> list[InboundFields]:
+        return [
+            text(
+                offset + sid,
+                sender=f"+1555{offset + sender:07d}",
+                received_at=None if age is None else now - age,
+            )
+            for sid, sender, age in plan
+        ]
+
+    for offset in (0, 1000):  # one opted-out and one paused conversation in each set
+        store(db, settings, [text(offset + 999, sender=f"+1555{offset + 1:07d}", body="stop")])
+        store(db, settings, [text(offset + 998, sender=f"+1555{offset + 2:07d}")])
+        with db.session() as session:
+            session.execute(
+                update(Contact)
+                .where(Contact.number == f"+1555{offset + 2:07d}")
+                .values(replies_paused_until=utcnow() + timedelta(minutes=30))
+            )
+    together = store(db, settings, messages(0))
+    with db.session() as session:
+        in_turn = messaging._store_in_turn(
+            session, settings, messages(1000), [None] * len(plan), True
+        )
+
+    def outcome(results: list[Any]) -> list[tuple[Any, ...]]:
+        order = sorted({r.message_id for r in results})
+        return [(order.index(r.message_id), r.created, r.reply_enqueued) for r in results]
+
+    assert outcome(together) == outcome(in_turn)
+    assert sum(r.created for r in together) == len({sid for sid, _, _ in plan})
+    for sender in range(6):
+        a, b = contact(db, f"+1555{sender:07d}"), contact(db, f"+1555{1000 + sender:07d}")
+        assert a.unread_count == b.unread_count
+        ids_a = sorted({r.message_id for r in together})
+        ids_b = sorted({r.message_id for r in in_turn})
+        if sender in (1, 2):  # their earlier message came before the batch
+            assert (a.last_message_id in ids_a) == (b.last_message_id in ids_b)
+        if a.last_message_id in ids_a:
+            assert ids_a.index(a.last_message_id) == ids_b.index(b.last_message_id)
+    keys = reply_keys(db)
+    assert len([k for k in keys if int(k[-5:], 16) < 998]) == len(
+        [k for k in keys if 1000 <= int(k[-5:], 16) < 1998]
+    )
 
 
 def test_stop_in_a_batch_silences_what_follows_it_and_start_answers_again(

@@ -17,9 +17,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, and_, bindparam, event, func, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
-from .db import Database, DriverStatement, per_driver, upsert_into
+from .db import CountedStatement, Database, per_driver, row_binds, upsert_into
 from .models import Job, utcnow
 
 BACKOFF_MAX_SECONDS = 3600.0
@@ -45,9 +45,9 @@ def enqueue_many(
 ) -> int:
     """Add jobs (payload, unique key) in the caller's transaction; return how many were new.
 
-    No savepoint: ON CONFLICT keeps out a job whose key exists. Each job is one insert run on
-    the driver's cursor (`DriverStatement`): this is on every inbound webhook's path, inside
-    SQLite's write lock.
+    No savepoint: ON CONFLICT keeps out a job whose key exists. The jobs go in with one insert
+    per JOB_ROWS of them, run on the driver's cursor (`CountedStatement`): this is on every
+    inbound webhook's path, inside SQLite's write lock.
     """
     now = utcnow()
     rows = [
@@ -67,23 +67,34 @@ def enqueue_many(
         return 0
     conn = session.connection()
     insert = _insert_jobs(conn.dialect)
-    added = sum(len(insert.run(conn, row)) for row in rows)
+    added = sum(
+        len(insert.run(conn, rows[start : start + JOB_ROWS]))
+        for start in range(0, len(rows), JOB_ROWS)
+    )
     if added:
         session.info[_ENQUEUED] = True  # wake this process's workers once the caller commits
     return added
 
 
+JOB_ROWS = 64  # the most jobs one insert adds (more go in parts)
+JOB_KEYS = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
+
+
 @per_driver
-def _insert_jobs(dialect: Dialect) -> DriverStatement:
-    """The INSERT of a job that skips a duplicate unique_key (compiled once per driver)."""
+def _insert_jobs(dialect: Dialect) -> CountedStatement:
+    """The INSERT of jobs that skips a duplicate unique_key (compiled once per driver and count)."""
     table = cast(Table, Job.__table__)
-    insert = (
-        upsert_into(dialect.name, table)
-        .on_conflict_do_nothing(index_elements=[table.c.unique_key])
-        .returning(table.c.id)
-    )
-    keys = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
-    return DriverStatement(insert, dialect, [*keys, "created_at"])
+
+    def insert(n: int) -> ClauseElement:
+        rows = [row_binds(table, [*JOB_KEYS, "created_at"], i) for i in range(n)]
+        return (
+            upsert_into(dialect.name, table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[table.c.unique_key])
+            .returning(table.c.id)
+        )
+
+    return CountedStatement(dialect, insert)
 
 
 @dataclass(frozen=True)

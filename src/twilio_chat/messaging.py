@@ -12,9 +12,10 @@ from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 from . import jobs, replies
-from .db import Database, DriverStatement, per_driver, upsert_into
+from .db import CountedStatement, Database, DriverStatement, per_driver, row_binds, upsert_into
 from .errors import N_, InvalidInput, OptedOut, Upstream
 from .metrics import SENDS
 from .models import Contact, Message, OptOut, StatusEvent, utcnow
@@ -239,22 +240,114 @@ def store_inbound(
 def store_inbound_batch(
     session: Session, settings: Settings, batch: Sequence[InboundFields], answer: bool = True
 ) -> list[InboundResult]:
-    """Store inbound messages in the caller's transaction, one after another, in order.
+    """Store inbound messages in the caller's transaction, exactly as one after another.
 
     Each message is stored once per sid (a sid already stored, or earlier in the batch, is a
     duplicate), counted on its conversation, recorded in the opt-out ledger when it is a
     keyword, and given a reply job when someone must answer it. This is the path every webhook
-    takes (see ingest.py): per message, three statements (the message, its contact, the
-    opt-out ledger) and the insert of its reply job, each compiled once per database driver
-    and run on the driver's cursor (`DriverStatement`).
+    takes (see ingest.py). A batch without an opt-out or opt-in keyword is stored with one
+    statement per table for all its messages (`_store_together`); a keyword changes the ledger
+    that the messages after it are checked against, so such a batch goes one message at a time
+    (`_store_in_turn`). Both run their statements on the driver's cursor (`DriverStatement`).
     """
+    keywords = [keyword_of(f.body, f.opt_out_type) for f in batch]
+    if any(k in ("opt_out", "opt_in") for k in keywords):
+        return _store_in_turn(session, settings, batch, keywords, answer)
+    out: list[InboundResult] = []
+    for start in range(0, len(batch), BATCH_ROWS):
+        chunk = slice(start, start + BATCH_ROWS)
+        out += _store_together(session, settings, batch[chunk], keywords[chunk], answer)
+    return out
+
+
+def _store_together(
+    session: Session,
+    settings: Settings,
+    batch: Sequence[InboundFields],
+    keywords: Sequence[str | None],
+    answer: bool,
+) -> list[InboundResult]:
+    """Store messages (no opt-out or opt-in among them) with one statement per table."""
+    conn = session.connection()
+    st = _batch_statements(conn.dialect)
+    now = utcnow()
+    new_ids = {
+        sid: message_id
+        for message_id, sid in st.messages.run(conn, [_message_row(f, now) for f in batch])
+    }
+    ids: dict[str, int] = {}  # each sid's message, for a repeat later in the batch
+    created: list[tuple[int, InboundFields, str | None]] = []  # (position, message, keyword)
+    results: list[InboundResult | None] = []
+    summaries: dict[str, dict[str, Any]] = {}  # each conversation's change, as upserted
+    for f, keyword in zip(batch, keywords, strict=True):
+        message_id = new_ids.pop(f.sid, None)
+        if message_id is None:  # stored earlier: a webhook Twilio retried, a spool replay, a sync
+            known = ids.get(f.sid)
+            if known is None:
+                ((known,),) = _inbound_statements(conn.dialect).id_by_sid.run(conn, {"sid": f.sid})
+                ids[f.sid] = known
+            results.append(InboundResult(known, False, keyword, False))
+            continue
+        ids[f.sid] = message_id
+        created.append((len(results), f, keyword))
+        results.append(None)
+        # As the conversation's upsert would leave it after each message in turn: one more
+        # unread, and the last message the newest so far (the later one of equal times).
+        at = _as_utc(f.received_at) or now
+        summary = summaries.get(f.sender)
+        if summary is None:
+            summaries[f.sender] = {
+                "number": f.sender,
+                "unread_count": 1,
+                "last_message_id": message_id,
+                "last_message_at": at,
+                "created_at": now,
+            }
+        else:
+            summary["unread_count"] += 1
+            if at >= summary["last_message_at"]:
+                summary["last_message_id"], summary["last_message_at"] = message_id, at
+    if created:
+        numbers = list(summaries)
+        paused = dict(st.contacts.run(conn, list(summaries.values())))
+        ledger: dict[str, set[str]] = {}
+        for number, sender in st.opted_out.run(conn, [{"number": n} for n in numbers]):
+            ledger.setdefault(number, set()).add(sender)
+        reply_jobs: list[tuple[dict[str, Any], str]] = []
+        for position, f, keyword in created:
+            message_id = ids[f.sid]
+            opted = any(s in ledger.get(f.sender, ()) for s in replies.opt_out_senders(f))
+            reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused[f.sender])
+            enqueue = answer and reason is None
+            if enqueue:
+                reply_jobs.append(({"message_id": message_id}, f"reply:{f.sid}"))
+            results[position] = InboundResult(message_id, True, keyword, enqueue)
+        if reply_jobs:
+            jobs.enqueue_many(session, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
+    return [r for r in results if r is not None]
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """Return a time as an aware UTC datetime (a naive one is taken as UTC, as it is stored)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _store_in_turn(
+    session: Session,
+    settings: Settings,
+    batch: Sequence[InboundFields],
+    keywords: Sequence[str | None],
+    answer: bool,
+) -> list[InboundResult]:
+    """Store messages one after another: per message, its statements, then the next's."""
     conn = session.connection()
     st = _inbound_statements(conn.dialect)
     now = utcnow()
     out: list[InboundResult] = []
     reply_jobs: list[tuple[dict[str, Any], str]] = []
-    for f in batch:
-        keyword = keyword_of(f.body, f.opt_out_type)
+    for f, keyword in zip(batch, keywords, strict=True):
         inserted = st.message.run(conn, _message_row(f, now))
         if not inserted:  # stored earlier: a webhook Twilio retried, a spool replay, a sync
             (stored,) = st.id_by_sid.run(conn, {"sid": f.sid})
@@ -327,45 +420,89 @@ class _InboundStatements:
     opted_out: DriverStatement
 
 
+CONTACT_KEYS = ["number", "unread_count", "last_message_id", "last_message_at", "created_at"]
+
+
+def _contact_upsert(dialect: Dialect, rows: list[dict[str, Any]] | None = None) -> ClauseElement:
+    """The upsert of conversations, each row counting new messages as unread and, unless they
+    are older than its last one (a spooled webhook stored late), setting its last message."""
+    c = CONTACTS
+    contact = upsert_into(dialect.name, c)
+    if rows is not None:
+        contact = contact.values(rows)
+    newer = or_(
+        c.c.last_message_at.is_(None), contact.excluded.last_message_at >= c.c.last_message_at
+    )
+    return contact.on_conflict_do_update(
+        index_elements=[c.c.number],
+        set_={
+            "unread_count": c.c.unread_count + contact.excluded.unread_count,
+            "last_message_id": case(
+                (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
+            ),
+            "last_message_at": case(
+                (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
+            ),
+        },
+    )
+
+
 @per_driver
 def _inbound_statements(dialect: Dialect) -> _InboundStatements:
     """Build and compile the inbound path's statements (once per database driver)."""
     m, c, o = MESSAGES, CONTACTS, OPT_OUTS.c
-    contact = upsert_into(dialect.name, c)
-    newer = or_(
-        c.c.last_message_at.is_(None), contact.excluded.last_message_at >= c.c.last_message_at
-    )
     message = (
         upsert_into(dialect.name, m)
         .on_conflict_do_nothing(index_elements=[m.c.sid])
         .returning(m.c.id)
     )
+    contact = cast(Any, _contact_upsert(dialect)).returning(c.c.replies_paused_until)
     return _InboundStatements(
         message=DriverStatement(message, dialect, list(_message_row_keys())),
         id_by_sid=DriverStatement(select(m.c.id).where(m.c.sid == bindparam("sid")), dialect, []),
-        # A new message counts as unread and, unless it is older than the last one (a spooled
-        # webhook stored late), becomes the conversation's last message.
-        contact=DriverStatement(
-            contact.on_conflict_do_update(
-                index_elements=[c.c.number],
-                set_={
-                    "unread_count": c.c.unread_count + contact.excluded.unread_count,
-                    "last_message_id": case(
-                        (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
-                    ),
-                    "last_message_at": case(
-                        (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
-                    ),
-                },
-            ).returning(c.c.replies_paused_until),
-            dialect,
-            ["number", "unread_count", "last_message_id", "last_message_at", "created_at"],
-        ),
+        contact=DriverStatement(contact, dialect, CONTACT_KEYS),
         opted_out=DriverStatement(
             select(o.sender).where(o.number == bindparam("number"), o.opted_out.is_(True)),
             dialect,
             [],
         ),
+    )
+
+
+@dataclass(frozen=True)
+class _BatchStatements:
+    messages: CountedStatement
+    contacts: CountedStatement
+    opted_out: CountedStatement
+
+
+BATCH_ROWS = 64  # the most messages one statement stores (a larger batch goes in parts)
+
+
+@per_driver
+def _batch_statements(dialect: Dialect) -> _BatchStatements:
+    """Build the statements that store a batch's messages together (compiled per row count)."""
+    m, c, o = MESSAGES, CONTACTS, OPT_OUTS.c
+    keys = _message_row_keys()
+
+    def messages(n: int) -> ClauseElement:
+        rows = [row_binds(m, keys, i) for i in range(n)]
+        insert = upsert_into(dialect.name, m).values(rows)
+        return insert.on_conflict_do_nothing(index_elements=[m.c.sid]).returning(m.c.id, m.c.sid)
+
+    def contacts(n: int) -> ClauseElement:
+        rows = [row_binds(c, CONTACT_KEYS, i) for i in range(n)]
+        upsert = cast(Any, _contact_upsert(dialect, rows))
+        return cast(ClauseElement, upsert.returning(c.c.number, c.c.replies_paused_until))
+
+    def opted_out(n: int) -> ClauseElement:
+        numbers = [bindparam(f"number_{i}", type_=o.number.type) for i in range(n)]
+        return select(o.number, o.sender).where(o.number.in_(numbers), o.opted_out.is_(True))
+
+    return _BatchStatements(
+        messages=CountedStatement(dialect, messages),
+        contacts=CountedStatement(dialect, contacts),
+        opted_out=CountedStatement(dialect, opted_out),
     )
 
 
