@@ -222,7 +222,11 @@ class CallbackScheduler:
         return session
 
     def _run(self) -> None:
-        self._local.http = requests.Session()
+        http = requests.Session()
+        # Twilio's callbacks go straight to the app: no proxy or .netrc from this process's
+        # environment, and looking them up cost 0.1 ms of every callback.
+        http.trust_env = False
+        self._local.http = http
         try:
             while (callback := self._take()) is not None:
                 try:
