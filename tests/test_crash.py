@@ -157,7 +157,7 @@ def _wait_healthy(server: Proc, url: str, timeout: float = 20.0) -> None:
         try:
             if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
             pass
         assert time.monotonic() < deadline, f"/healthz did not answer:\n{server.tail()}"
         time.sleep(0.05)

@@ -335,7 +335,7 @@ def _post_and_kill_the_writer(master: int, settings: Settings, port: int) -> tup
     def healthy() -> bool:
         try:
             return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
             return False
 
     assert wait_for(healthy, 30), "gunicorn did not answer"

@@ -694,7 +694,7 @@ def _run_outage(
         try:
             if requests.get(f"{settings.base_url}/healthz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
             pass
         assert time.monotonic() < deadline, f"/healthz did not answer:\n{server.tail()}"
         time.sleep(0.05)
