@@ -111,7 +111,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _request_id() -> None:
-        given = request.environ.get("HTTP_X_REQUEST_ID", "")  # the header, without a lookup miss
+        given = request.headers.get("X-Request-ID", "")
         # An id only has to be unique, not secret: no system call (os.urandom) per request,
         # which gives the interpreter up to the process's other request threads.
         g.request_id = given if REQUEST_ID.fullmatch(given) else f"{random.getrandbits(128):032x}"

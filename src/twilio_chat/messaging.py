@@ -18,7 +18,7 @@ from . import jobs, replies
 from .db import CountedStatement, Database, DriverStatement, per_driver, row_binds, upsert_into
 from .errors import N_, InvalidInput, OptedOut, Upstream
 from .metrics import SENDS
-from .models import Contact, Message, OptOut, StatusEvent, utcnow
+from .models import Contact, Message, OptOut, StatusEvent, as_utc, utcnow
 from .segments import count_segments
 from .settings import Settings, is_e164
 from .twilio_errors import describe_error
@@ -293,7 +293,7 @@ def _store_together(
         results.append(None)
         # As the conversation's upsert would leave it after each message in turn: one more
         # unread, and the last message the newest so far (the later one of equal times).
-        at = _as_utc(f.received_at) or now
+        at = now if f.received_at is None else as_utc(f.received_at)
         summary = summaries.get(f.sender)
         if summary is None:
             summaries[f.sender] = {
@@ -308,10 +308,9 @@ def _store_together(
             if at >= summary["last_message_at"]:
                 summary["last_message_id"], summary["last_message_at"] = message_id, at
     if created:
-        numbers = list(summaries)
         paused = dict(st.contacts.run(conn, list(summaries.values())))
         ledger: dict[str, set[str]] = {}
-        for number, sender in st.opted_out.run(conn, [{"number": n} for n in numbers]):
+        for number, sender in st.opted_out.run(conn, [{"number": n} for n in summaries]):
             ledger.setdefault(number, set()).add(sender)
         reply_jobs: list[tuple[dict[str, Any], str]] = []
         for position, f, keyword in created:
@@ -325,13 +324,6 @@ def _store_together(
         if reply_jobs:
             jobs.enqueue_many(session, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
     return [r for r in results if r is not None]
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """Return a time as an aware UTC datetime (a naive one is taken as UTC, as it is stored)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _store_in_turn(
