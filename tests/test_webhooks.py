@@ -22,7 +22,8 @@ from conftest import Live, fresh_database, settle_sandbox_callbacks, start_live,
 from sqlalchemy import or_, select
 from twilio.request_validator import RequestValidator
 
-from twilio_chat.models import Contact, Job, Message, OptOut, StatusEvent
+from twilio_chat import messaging
+from twilio_chat.models import Contact, Job, Message, OptOut, StatusEvent, utcnow
 from twilio_chat.sandbox import state as sandbox_state
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
@@ -662,6 +663,25 @@ def test_callbacks_in_order_advance_up_to_read(server: Live) -> None:
         _assert_twiml(_post(server, STATUS, _status_form(server, sid, status)))
         seen.append(_message(server, sid).status)
     assert seen == ["sending", "sent", "delivered", "read"]
+
+
+def test_a_status_read_before_another_callback_moved_it_never_moves_it_backwards(
+    server: Live,
+) -> None:
+    # As on PostgreSQL when two callbacks race: this one read "queued", another has since
+    # committed "delivered". The update only applies to the status it read, then reads again.
+    message_id = _insert_outbound(server, _sid(), status="delivered")
+    with server.db.session() as s:
+        conn = s.connection()
+        st = messaging._status_statements(conn.dialect)
+        messaging._advance_row(conn, st, message_id, "queued", "sent", None, utcnow())
+    assert _get(server, message_id).status == "delivered"
+
+    with server.db.session() as s:
+        conn = s.connection()
+        st = messaging._status_statements(conn.dialect)
+        messaging._advance_row(conn, st, message_id, "queued", "read", None, utcnow())
+    assert _get(server, message_id).status == "read"
 
 
 def test_undelivered_callback_stores_the_error_code(server: Live) -> None:
