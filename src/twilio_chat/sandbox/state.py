@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import phonenumbers
 import requests
+import urllib3
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.orm import Session
 
@@ -216,17 +217,16 @@ class CallbackScheduler:
                 self._cond.wait(wait)
                 self._waiting -= 1
 
-    def session(self) -> requests.Session | None:
-        """Return this scheduler thread's HTTP session (kept alive between callbacks), if any."""
-        session: requests.Session | None = getattr(self._local, "http", None)
-        return session
+    def http(self) -> urllib3.PoolManager | None:
+        """Return this scheduler thread's HTTP pool (kept alive between callbacks), if any."""
+        pool: urllib3.PoolManager | None = getattr(self._local, "http", None)
+        return pool
 
     def _run(self) -> None:
-        http = requests.Session()
-        # Twilio's callbacks go straight to the app: no proxy or .netrc from this process's
-        # environment, and looking them up cost 0.1 ms of every callback.
-        http.trust_env = False
-        self._local.http = http
+        # urllib3 straight, the transport under requests: a callback through requests cost
+        # twice the client's CPU (950 against 400-560 us per post, bench/README.md). Twilio's
+        # callbacks go straight to the app: no proxy from the environment, no retry, no redirect.
+        self._local.http = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
         try:
             while (callback := self._take()) is not None:
                 try:
@@ -239,7 +239,7 @@ class CallbackScheduler:
                         if not self._running and not self._due:
                             self._cond.notify_all()  # idle: every thread may go
         finally:
-            self._local.http.close()
+            self._local.http.clear()
             del self._local.http
 
 
@@ -597,20 +597,29 @@ class Sandbox:
             if error:
                 form["ErrorCode"] = str(error)
             if url:
-                self._post_signed(url, form, CALLBACKS.session())
+                self._post_signed(url, form, CALLBACKS.http())
         except Exception:
             log.exception("sandbox: status callbacks for %s stopped", sid)
             return
         self._next_callback(sid, url, steps[1:])
 
     def _post_signed(
-        self, url: str, form: dict[str, str], http: requests.Session | None = None
+        self, url: str, form: dict[str, str], http: urllib3.PoolManager | None = None
     ) -> int:
         signature = self.gateway.sign(url, form)
-        answer = (http or requests).post(
-            url, data=form, headers={"X-Twilio-Signature": signature}, timeout=15
+        if http is None:  # the phone simulator: now and then, from any process
+            return requests.post(
+                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=15
+            ).status_code
+        answer = http.request(
+            "POST",
+            url,
+            fields=form,
+            encode_multipart=False,
+            headers={"X-Twilio-Signature": signature},
+            timeout=15,
         )
-        return answer.status_code
+        return answer.status
 
     # Phone simulator ---------------------------------------------------------------
     def simulate_inbound(
