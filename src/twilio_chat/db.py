@@ -283,6 +283,13 @@ class DriverStatement:
             if kind not in shared:
                 shared[kind] = _bind_processor(bind.type, dialect)
             self._binds[name] = shared[kind]
+        # Values written into the statement itself (`column == "outbound"`, an IN list of
+        # constants) are parameters too: they keep their value unless the caller gives one.
+        self._fixed = {
+            name: bind.value
+            for name, bind in compiled.binds.items()
+            if not bind.required and bind.callable is None
+        }
         columns = getattr(statement, "exported_columns", ())
         self._results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -291,6 +298,8 @@ class DriverStatement:
     def run(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Execute with `values` (by column key) on the connection's cursor; return its rows."""
         binds = self._binds
+        if self._fixed:
+            values = {**self._fixed, **values}
         if self._positions is None:
             named = {
                 name: (value if (convert := binds.get(name)) is None else convert(value))

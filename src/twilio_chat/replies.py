@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, literal, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 from .chat_logic import build_chat_engine
+from .db import CountedStatement, DriverStatement, per_driver
 from .models import Contact, Message, OptOut, utcnow
 from .reply_config import AISettings, get_ai, get_auto_reply
 from .settings import Settings, is_e164
@@ -53,14 +56,55 @@ def nobody_reason(
 ) -> str | None:
     """Return why nobody may answer this inbound message, or None when someone must."""
     number = message.contact_number
+    conn = session.connection()
+    st = _statements(conn.dialect)
     senders = opt_out_senders(message)
-    opted = session.scalar(
-        select(OptOut.id)
-        .where(OptOut.number == number, OptOut.sender.in_(senders), OptOut.opted_out.is_(True))
-        .limit(1)
+    opted = bool(senders) and bool(
+        st.opted_out.run(conn, [{"number": number, "sender": s} for s in senders])
     )
-    paused = session.scalar(select(Contact.replies_paused_until).where(Contact.number == number))
-    return reason_not_to_answer(settings, message, keyword, opted is not None, paused)
+    found = st.paused.run(conn, {"number": number})
+    paused = found[0][0] if found else None
+    return reason_not_to_answer(settings, message, keyword, opted, paused)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    opted_out: CountedStatement  # shaped by how many ledger keys the sender has (1 or 2)
+    paused: DriverStatement
+    automatic_replies: DriverStatement
+
+
+@per_driver
+def _statements(dialect: Dialect) -> _Statements:
+    """Build and compile the decision's reads (once per database driver).
+
+    Every reply job makes them: on the driver's cursor (`DriverStatement`), they cost a
+    fraction of the ORM's per-statement work.
+    """
+    o = cast(Table, OptOut.__table__).c
+    c = cast(Table, Contact.__table__).c
+    m = cast(Table, Message.__table__).c
+
+    def opted_out(n: int) -> ClauseElement:
+        senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
+        number = bindparam("number_0", type_=o.number.type)
+        # No LIMIT: its parameter would not be a row's. A row per key at most, by the ledger's
+        # unique (sender, number).
+        return select(o.id).where(o.number == number, o.sender.in_(senders), o.opted_out.is_(True))
+
+    automatic = select(func.count(m.id)).where(
+        m.contact_number == bindparam("number"),
+        m.direction == "outbound",
+        m.source.in_([literal(s, m.source.type) for s in AUTOMATIC_SOURCES]),  # not expanding
+        m.created_at >= bindparam("since", type_=m.created_at.type),
+    )
+    return _Statements(
+        opted_out=CountedStatement(dialect, opted_out),
+        paused=DriverStatement(
+            select(c.replies_paused_until).where(c.number == bindparam("number")), dialect, []
+        ),
+        automatic_replies=DriverStatement(automatic, dialect, []),
+    )
 
 
 def opt_out_senders(message: Inbound) -> list[str]:
@@ -95,14 +139,10 @@ def reason_not_to_answer(
 
 
 def _loop_guard_hit(session: Session, settings: Settings, number: str) -> bool:
+    conn = session.connection()
     since = utcnow() - timedelta(hours=1)
-    count = session.scalar(
-        select(func.count(Message.id)).where(
-            Message.contact_number == number,
-            Message.direction == "outbound",
-            Message.source.in_(AUTOMATIC_SOURCES),
-            Message.created_at >= since,
-        )
+    ((count,),) = _statements(conn.dialect).automatic_replies.run(
+        conn, {"number": number, "since": since}
     )
     return (count or 0) >= settings.auto_reply_max_per_hour
 
