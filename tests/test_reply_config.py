@@ -180,3 +180,41 @@ def test_read_only_token_cannot_change_configs(live: Live) -> None:
     assert live.api("GET", "/api/ai/config", token=token).status_code == 200
     answer = live.api("POST", "/api/ai/config", token=token, json={"enabled": True})
     assert answer.status_code == 403
+
+
+@pytest.mark.parametrize("env_enabled", [False, True])
+@pytest.mark.parametrize(
+    "row", [None, (False, False), (False, True), (True, False), (True, True)], ids=str
+)
+def test_the_reply_jobs_ai_switch_agrees_with_the_whole_ai_config(
+    db_path: Any, env_enabled: bool, row: tuple[bool, bool] | None
+) -> None:
+    # A reply job reads only the stored row's (saved, enabled) and asks ai_enabled; the panel
+    # and the API read the whole config through get_ai. Both must say the same.
+    from conftest import make_settings
+
+    from twilio_chat.db import Database
+    from twilio_chat.reply_config import ai_enabled, get_ai
+
+    settings = make_settings(db_path, AI_ENABLED=str(env_enabled).lower())
+    db = Database(settings.sqlalchemy_url)
+    try:
+        with db.session() as session:
+            if row is not None:
+                saved, enabled = row
+                session.add(
+                    AIConfig(
+                        id=1,
+                        saved=saved,
+                        enabled=enabled,
+                        model="m",
+                        temperature=0.5,
+                        system_prompt="p",
+                    )
+                )
+        with db.read() as session:
+            whole = get_ai(session, settings).enabled
+        flags = (None, None) if row is None else row
+        assert ai_enabled(*flags, settings) is whole
+    finally:
+        db.dispose()

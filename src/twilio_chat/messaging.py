@@ -720,6 +720,10 @@ def validate_send(req: SendRequest, settings: Settings) -> Sender:
 
 
 HUMAN_SOURCES = frozenset({"api", "panel", "cli"})
+OUTBOUND_ROW_KEYS = (
+    "direction", "our_number", "messaging_service_sid", "contact_number", "body", "media",
+    "status", "num_segments", "source", "reply_to_sid", "redacted", "created_at", "updated_at",
+)  # fmt: skip
 
 
 def _create_outbound(
@@ -731,21 +735,38 @@ def _create_outbound(
         found = _send_statements(conn.dialect).reply_to.run(conn, {"sid": req.reply_to_sid})
         if found:
             return session.get_one(Message, found[0][0]), False
-    message = Message(
-        direction="outbound",
-        our_number=sender.from_,
-        messaging_service_sid=sender.service_sid,
-        contact_number=req.to,
-        body=req.body,
-        media=[{"url": u, "content_type": ""} for u in req.media_urls],
-        status="pending",
-        num_segments=max(count_segments(req.body).segments, 1),
-        source=req.source,
-        reply_to_sid=req.reply_to_sid,
+    now = utcnow()
+    row = {
+        "direction": "outbound",
+        "our_number": sender.from_,
+        "messaging_service_sid": sender.service_sid,
+        "contact_number": req.to,
+        "body": req.body,
+        "media": [{"url": u, "content_type": ""} for u in req.media_urls],
+        "status": "pending",
+        "num_segments": max(count_segments(req.body).segments, 1),
+        "source": req.source,
+        "reply_to_sid": req.reply_to_sid,
+        "redacted": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    # On the driver's cursor, as an inbound text is stored (a reply job writes one per text):
+    # the row, then its conversation's summary (the inbound path's upsert, nothing unread).
+    conn = session.connection()
+    ((message_id,),) = _send_statements(conn.dialect).outbound.run(conn, row)
+    _inbound_statements(conn.dialect).contact.run(
+        conn,
+        {
+            "number": req.to,
+            "unread_count": 0,
+            "last_message_id": message_id,
+            "last_message_at": now,
+            "created_at": now,
+        },
     )
-    session.add(message)
-    session.flush()
-    touch_contact(session, message, unread=False)
+    # What send() reads of it; the caller gets the stored row back (_record_sent).
+    message = Message(id=message_id, sid=None, error_code=None, **row)
     if req.source in HUMAN_SOURCES and settings.ai_human_pause_minutes:
         # A person took over: automatic replies pause in this conversation.
         contact = get_or_create_contact(session, req.to)
@@ -757,6 +778,7 @@ def _create_outbound(
 class _SendStatements:
     opted_out: CountedStatement  # shaped by how many ledger keys the sender has
     reply_to: DriverStatement
+    outbound: DriverStatement
     pending_events: DriverStatement
     attach_events: DriverStatement
 
@@ -778,6 +800,9 @@ def _send_statements(dialect: Dialect) -> _SendStatements:
         opted_out=CountedStatement(dialect, opted_out),
         reply_to=DriverStatement(
             select(m.id).where(m.reply_to_sid == bindparam("sid")), dialect, []
+        ),
+        outbound=DriverStatement(
+            MESSAGES.insert().returning(m.id), dialect, list(OUTBOUND_ROW_KEYS)
         ),
         pending_events=DriverStatement(
             select(e.status, e.error_code).where(*unattached).order_by(e.id), dialect, []

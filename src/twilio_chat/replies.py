@@ -18,8 +18,8 @@ from sqlalchemy.sql import ClauseElement
 
 from .chat_logic import build_chat_engine
 from .db import CountedStatement, DriverStatement, per_driver
-from .models import Contact, Message, OptOut, utcnow
-from .reply_config import AISettings, get_ai, get_auto_reply
+from .models import AIConfig, AutoReplyConfig, Contact, Message, OptOut, utcnow
+from .reply_config import AISettings, ai_enabled, get_ai
 from .settings import Settings, is_e164
 
 AUTOMATIC_SOURCES = ("auto_reply", "ai", "engine")
@@ -72,6 +72,8 @@ class _Statements:
     opted_out: CountedStatement  # shaped by how many ledger keys the sender has (1 or 2)
     paused: DriverStatement
     automatic_replies: DriverStatement
+    ai_switch: DriverStatement
+    auto_reply: DriverStatement
 
 
 @per_driver
@@ -84,6 +86,8 @@ def _statements(dialect: Dialect) -> _Statements:
     o = cast(Table, OptOut.__table__).c
     c = cast(Table, Contact.__table__).c
     m = cast(Table, Message.__table__).c
+    a = cast(Table, AIConfig.__table__).c
+    r = cast(Table, AutoReplyConfig.__table__).c
 
     def opted_out(n: int) -> ClauseElement:
         senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
@@ -104,6 +108,8 @@ def _statements(dialect: Dialect) -> _Statements:
             select(c.replies_paused_until).where(c.number == bindparam("number")), dialect, []
         ),
         automatic_replies=DriverStatement(automatic, dialect, []),
+        ai_switch=DriverStatement(select(a.saved, a.enabled).where(a.id == 1), dialect, []),
+        auto_reply=DriverStatement(select(r.enabled, r.message).where(r.id == 1), dialect, []),
     )
 
 
@@ -158,12 +164,17 @@ def decide(session: Session, settings: Settings, message: Message) -> Decision:
         return Decision(
             "none", f"loop guard: {settings.auto_reply_max_per_hour} automatic replies this hour"
         )
-    ai = get_ai(session, settings)
-    if ai.enabled and (not ai.target_number or ai.target_number == message.contact_number):
-        return Decision("ai", "AI is enabled", ai=ai)
-    auto = get_auto_reply(session)
-    if auto.enabled and auto.message:
-        return Decision("auto_reply", "auto-reply is enabled", text=auto.message)
+    conn = session.connection()
+    st = _statements(conn.dialect)
+    # The switches first, on the driver's cursor; the whole AI config only when it is on.
+    ((saved, enabled),) = st.ai_switch.run(conn, {}) or [(None, None)]
+    if ai_enabled(saved, enabled, settings):
+        ai = get_ai(session, settings)
+        if ai.enabled and (not ai.target_number or ai.target_number == message.contact_number):
+            return Decision("ai", "AI is enabled", ai=ai)
+    ((auto_enabled, auto_message),) = st.auto_reply.run(conn, {}) or [(False, "")]
+    if auto_enabled and auto_message:
+        return Decision("auto_reply", "auto-reply is enabled", text=auto_message)
     text = build_chat_engine(settings.chat_mode).reply(message.body)
     if not text:
         return Decision("none", f"the {settings.chat_mode} engine has no answer")

@@ -163,6 +163,17 @@ def _ai_from_env(settings: Settings) -> AISettings:
     )
 
 
+def ai_enabled(saved: bool | None, enabled: bool | None, settings: Settings) -> bool:
+    """Tell whether AI answers, from the stored row's flags (None, None: no row): get_ai's rule.
+
+    Once saved, the stored switch decides; before that the environment's, unless the row was
+    switched off (by enabling the auto-reply).
+    """
+    if saved:
+        return bool(enabled)
+    return settings.ai_enabled and enabled is not False
+
+
 def get_ai(session: Session, settings: Settings) -> AISettings:
     """Return the effective AI config: the stored one once saved, else the environment's."""
     row = session.get(AIConfig, 1)
