@@ -25,10 +25,12 @@ from typing import Any, cast
 import phonenumbers
 import requests
 import urllib3
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
-from ..db import Database
+from ..db import CountedStatement, Database, DriverStatement, per_driver
 from ..errors import N_, InvalidInput
 from ..messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 from ..models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
@@ -121,6 +123,60 @@ def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
 
+MESSAGES = cast(Table, SandboxMessage.__table__)
+MESSAGE_KEYS = (
+    "sid", "account_sid", "messaging_service_sid", "from_number", "to_number", "body",
+    "media_urls", "status", "direction", "num_segments", "status_callback", "content_sid",
+    "date_created", "date_updated",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Statements:
+    fault_left: DriverStatement
+    opted_out: CountedStatement  # shaped by how many senders (number, service) are asked
+    insert: DriverStatement
+    advance: DriverStatement
+
+
+@per_driver
+def _statements(dialect: Dialect) -> _Statements:
+    """Build and compile the create call's and the callbacks' statements (once per driver).
+
+    Every reply is a create call and two callbacks: on the driver's cursor, as the app's own
+    hot paths, instead of the ORM's unit of work.
+    """
+    m = MESSAGES.c
+    f = cast(Table, SandboxFault.__table__).c
+    o = cast(Table, SandboxOptOut.__table__).c
+
+    def opted_out(n: int) -> ClauseElement:
+        senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
+        return select(o.id).where(o.number == bindparam("number_0"), o.sender.in_(senders))
+
+    def kept(column: Any) -> Any:  # a new value where one is given
+        return func.coalesce(bindparam(column.key, type_=column.type), column)
+
+    advance = (
+        update(MESSAGES)
+        .where(m.sid == bindparam("message_sid"))
+        .values(
+            status=bindparam("status"),
+            date_updated=bindparam("now", type_=m.date_updated.type),
+            date_sent=kept(m.date_sent),
+            error_code=kept(m.error_code),
+            error_message=kept(m.error_message),
+        )
+        .returning(m.account_sid, m.from_number, m.to_number, m.messaging_service_sid)
+    )
+    return _Statements(
+        fault_left=DriverStatement(select(f.id).where(f.remaining > 0).limit(1), dialect, []),
+        opted_out=CountedStatement(dialect, opted_out),
+        insert=DriverStatement(MESSAGES.insert().returning(m.id), dialect, list(MESSAGE_KEYS)),
+        advance=DriverStatement(advance, dialect, []),
+    )
+
+
 FAULT_TEXTS = {
     429: (20429, "Too Many Requests"),
     500: (20500, "Internal Server Error"),
@@ -129,6 +185,9 @@ FAULT_TEXTS = {
 
 
 def _take_fault(session: Session) -> SandboxError | None:
+    conn = session.connection()
+    if not _statements(conn.dialect).fault_left.run(conn, {}):
+        return None  # the usual case, answered on the driver's cursor
     fault = session.scalars(
         select(SandboxFault).where(SandboxFault.remaining > 0).order_by(SandboxFault.id).limit(1)
     ).first()
@@ -284,12 +343,9 @@ class Sandbox:
             refusal = _take_fault(session)
             if refusal is None:
                 senders = [s for s in (from_, service) if s]
-                opted = session.scalar(
-                    select(SandboxOptOut.id).where(
-                        SandboxOptOut.number == to, SandboxOptOut.sender.in_(senders)
-                    )
-                )
-                if opted is not None:
+                conn = session.connection()
+                st = _statements(conn.dialect)
+                if st.opted_out.run(conn, [{"number": to, "sender": s} for s in senders]):
                     raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
                 message = SandboxMessage(
                     sid=new_sid("MM" if media_urls else "SM"),
@@ -307,8 +363,8 @@ class Sandbox:
                     date_created=received,
                     date_updated=received,
                 )
-                session.add(message)
-                session.flush()
+                row = {key: getattr(message, key) for key in MESSAGE_KEYS}
+                ((message.id,),) = st.insert.run(conn, row)
                 answer = to_json(message)
         if refusal is not None:
             raise refusal
@@ -556,44 +612,34 @@ class Sandbox:
         """Move a message to its next status and post that status callback (in order)."""
         status, error = steps[0]
         now = utcnow()
-        values: dict[str, Any] = {"status": status, "date_updated": now}
-        if status == "sent":
-            values["date_sent"] = now
-        if error:
-            values["error_code"] = error
-            values["error_message"] = ERROR_MESSAGES.get(error)
-        table = cast(Table, SandboxMessage.__table__)
+        values: dict[str, Any] = {
+            "message_sid": sid,
+            "status": status,
+            "now": now,
+            "date_sent": now if status == "sent" else None,
+            "error_code": error or None,
+            "error_message": ERROR_MESSAGES.get(error) if error else None,
+        }
         try:
             with self.db.session() as session:
-                row = (
-                    session.connection()
-                    .execute(
-                        update(table)
-                        .where(table.c.sid == sid)
-                        .values(values)
-                        .returning(
-                            table.c.account_sid,
-                            table.c.from_number,
-                            table.c.to_number,
-                            table.c.messaging_service_sid,
-                        )
-                    )
-                    .first()
-                )
+                conn = session.connection()
+                found = _statements(conn.dialect).advance.run(conn, values)
+            row = found[0] if found else None
             if row is None:
                 return  # deleted meanwhile: Twilio says no more about it
+            account_sid, from_number, to_number, service_sid = row
             form = {
                 "MessageSid": sid,
                 "SmsSid": sid,
                 "MessageStatus": status,
                 "SmsStatus": status,
-                "AccountSid": row.account_sid,
-                "From": row.from_number or "",
-                "To": row.to_number,
+                "AccountSid": account_sid,
+                "From": from_number or "",
+                "To": to_number,
                 "ApiVersion": API_VERSION,
             }
-            if row.messaging_service_sid:
-                form["MessagingServiceSid"] = row.messaging_service_sid
+            if service_sid:
+                form["MessagingServiceSid"] = service_sid
             if error:
                 form["ErrorCode"] = str(error)
             if url:
