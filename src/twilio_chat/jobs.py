@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
 
-from .db import CountedStatement, Database, per_driver, row_binds, upsert_into
+from .db import CountedStatement, Database, DriverStatement, per_driver, row_binds, upsert_into
 from .models import Job, utcnow
 
 BACKOFF_MAX_SECONDS = 3600.0
@@ -209,12 +209,27 @@ def complete(db: Database, job_id: int, worker_id: str) -> None:
 
 def _complete(session: Session, job_id: int, worker_id: str) -> None:
     """Mark a job done in the session's transaction, if this worker still holds it."""
-    table = cast(Table, Job.__table__)
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == job_id, table.c.locked_by == worker_id)
-        .values(status="done", finished_at=utcnow(), lease_until=None)
+    conn = session.connection()
+    _complete_statement(conn.dialect).run(
+        conn, {"id": job_id, "worker_id": worker_id, "finished_at": utcnow()}
     )
+
+
+@per_driver
+def _complete_statement(dialect: Dialect) -> DriverStatement:
+    """The UPDATE that marks a job done (compiled once per driver: one per job run)."""
+    table = cast(Table, Job.__table__)
+    c = table.c
+    done = (
+        update(table)
+        .where(c.id == bindparam("id"), c.locked_by == bindparam("worker_id"))
+        .values(
+            status="done",
+            finished_at=bindparam("finished_at", type_=c.finished_at.type),
+            lease_until=None,
+        )
+    )
+    return DriverStatement(done, dialect, [])
 
 
 def release(db: Database, job_id: int, worker_id: str) -> None:
