@@ -27,10 +27,10 @@ import requests
 from conftest import make_settings, query, wait_for
 from sqlalchemy import func, select
 from test_crash import _child_env, _free_port
-from test_ingest import reply_keys, text
+from test_ingest import OURS, reply_keys, text
 from twilio.request_validator import RequestValidator
 
-from twilio_chat import ingest_process
+from twilio_chat import ingest_process, messaging, replies
 from twilio_chat.db import Database
 from twilio_chat.ingest import InboundWriter, write_batch
 from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
@@ -115,6 +115,34 @@ def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_
         assert result.message_id == rows[text(n % 30).sid]
     assert len(reply_keys(db)) == 30
     assert local._thread is None  # the web process stored nothing itself
+
+
+def test_the_writer_process_takes_the_web_processs_word_on_whether_a_sender_is_a_phone(
+    db: Database,
+    settings: Settings,
+    where: str,
+    running: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A webhook's fields carry the web process's answer; the writer process, which every text
+    # passes through, must not parse the number again.
+    asked: list[str] = []
+
+    def parse_again(number: str) -> bool:
+        asked.append(number)
+        return True
+
+    monkeypatch.setattr(ingest_process, "is_e164", parse_again)
+    monkeypatch.setattr(replies, "is_e164", parse_again)
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    senders = {"SM" + "a" * 32: "+15557650001", "SM" + "b" * 32: "CarrierInfo"}
+    for sid, sender in senders.items():
+        form = inbound_form(settings.account_sid, sid, sender, OURS, "Hi", [])
+        assert writer.store(messaging.inbound_fields(form)).created
+    assert asked == []
+    assert len(reply_keys(db)) == 1  # the phone number's text only
+    with db.read() as session:
+        assert set(session.scalars(select(Message.sid))) == set(senders)
 
 
 def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(

@@ -114,9 +114,10 @@ class InboundWriter:
 
     def store(self, fields: InboundFields) -> InboundResult:
         """Store one inbound message (with its reply job) and return once it is committed."""
-        # Whether the sender is a phone number decides whether it is answered; asked here, the
-        # answer is cached (settings.is_e164) before the writer needs it inside the write lock.
-        is_e164(fields.sender)
+        # Whether the sender is a phone number decides whether it is answered: asked before
+        # the writer needs it inside the write lock (a webhook's fields carry it already).
+        if fields.sender_is_phone is None:
+            is_e164(fields.sender)
         pending = _Pending(fields)
         self._queue.put(pending)
         self._ensure_thread()  # after the put: a writer about to retire sees this message

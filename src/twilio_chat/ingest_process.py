@@ -295,7 +295,8 @@ class WriterServer:
                 log.warning("inbound writer process: not a message (%s)", type(fields).__name__)
                 conn.send_bytes(_dumps(("error", "not an inbound message")))
                 continue
-            is_e164(fields.sender)  # cached before the write lock, as the web process does
+            if fields.sender_is_phone is None:  # a webhook's fields carry the web's answer
+                is_e164(fields.sender)  # cached before the write lock, as the web process does
             batch.append(_Remote(fields, conn=conn))
         return batch
 

@@ -202,6 +202,9 @@ def inbound_fields(form: Mapping[str, str], received_at: datetime | None = None)
         account_sid=form.get("AccountSid"),
         opt_out_type=form.get("OptOutType") or None,
         received_at=received_at,
+        # Asked here, in the web process: the answer travels with the text, so the writer
+        # process (ingest_process.py), which every text passes through, need not parse it again.
+        sender_is_phone=is_e164(form["From"]),
     )
 
 
@@ -219,6 +222,7 @@ class InboundFields:
     account_sid: str | None
     received_at: datetime | None = None
     opt_out_type: str | None = None
+    sender_is_phone: bool | None = None  # is_e164(sender), when already known
 
     @property
     def contact_number(self) -> str:
@@ -320,7 +324,9 @@ def _store_together(
         for position, f, keyword in created:
             message_id = ids[f.sid]
             opted = any(s in ledger.get(f.sender, ()) for s in replies.opt_out_senders(f))
-            reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused[f.sender])
+            reason = replies.reason_not_to_answer(
+                settings, f, keyword, opted, paused[f.sender], f.sender_is_phone
+            )
             enqueue = answer and reason is None
             if enqueue:
                 reply_jobs.append(({"message_id": message_id}, f"reply:{f.sid}"))
@@ -373,7 +379,9 @@ def _store_in_turn(
             session.flush()  # the ledger as it now stands, for the next statements
         ledger = {sender for (sender,) in st.opted_out.run(conn, {"number": f.sender})}
         opted = any(s in ledger for s in senders)
-        reason = replies.reason_not_to_answer(settings, f, keyword, opted, paused)
+        reason = replies.reason_not_to_answer(
+            settings, f, keyword, opted, paused, f.sender_is_phone
+        )
         enqueue = answer and reason is None
         if enqueue:
             reply_jobs.append(({"message_id": message_id}, f"reply:{f.sid}"))

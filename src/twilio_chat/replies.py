@@ -124,16 +124,17 @@ def reason_not_to_answer(
     keyword: str | None,
     opted_out: bool,
     paused_until: datetime | None,
+    sender_is_phone: bool | None = None,
 ) -> str | None:
     """Return why nobody may answer, given the sender's opt-out and the conversation's pause.
 
     The rules themselves, apart from reading the database: the inbound path reads both for a
-    whole batch of messages at once.
+    whole batch of messages at once. `sender_is_phone`: is_e164 of the sender, when known.
     """
     if keyword is not None:
         return f"keyword ({keyword})"
     number = message.contact_number
-    if not is_e164(number):
+    if not (is_e164(number) if sender_is_phone is None else sender_is_phone):
         return "sender is not an E.164 number"
     if number in {settings.default_from, message.our_number}:
         return "sender is one of our own numbers"
