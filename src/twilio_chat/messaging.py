@@ -76,9 +76,14 @@ def keyword_of(body: str, opt_out_type: str | None = None) -> str | None:
     return None
 
 
+def moves_forward(current: str | None, status: str) -> bool:
+    """Tell whether going from `current` to `status` moves a message forward (STATUS_RANK)."""
+    return STATUS_RANK.get(status, 0) > STATUS_RANK.get(current or "", 0)
+
+
 def advance_status(message: Message, status: str, error_code: int | None = None) -> bool:
     """Move a message to `status` unless that would move it backwards; tell if it moved."""
-    if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(message.status, 0):
+    if not moves_forward(message.status, status):
         return False
     message.status = status
     if error_code is not None:
@@ -612,13 +617,12 @@ def _advance_row(
     now: datetime,
 ) -> None:
     """Move a stored message to `status` unless that would move it backwards (advance_status)."""
-    rank = STATUS_RANK.get(status, 0)
     values: dict[str, Any] = {"id": message_id, "status": status, "now": now}
     statement = st.advance
     if error_code is not None:
         statement = st.advance_with_error
         values.update(error_code=error_code, error_message=describe_error(error_code))
-    while current is not None and rank > STATUS_RANK.get(current, 0):
+    while current is not None and moves_forward(current, status):
         if statement.run(conn, {**values, "current": current}):
             return
         # Another transaction moved it meanwhile (not on SQLite, whose writers take turns).
@@ -728,23 +732,11 @@ def validate_send(req: SendRequest, settings: Settings) -> Sender:
 
 
 HUMAN_SOURCES = frozenset({"api", "panel", "cli"})
-OUTBOUND_ROW_KEYS = (
-    "direction", "our_number", "messaging_service_sid", "contact_number", "body", "media",
-    "status", "num_segments", "source", "reply_to_sid", "redacted", "created_at", "updated_at",
-)  # fmt: skip
 
 
-def _create_outbound(
-    session: Session, settings: Settings, req: SendRequest, sender: Sender
-) -> tuple[Message, bool]:
-    """Write the outbound row; or return the reply row a previous try wrote (created False)."""
-    if req.reply_to_sid is not None:
-        conn = session.connection()
-        found = _send_statements(conn.dialect).reply_to.run(conn, {"sid": req.reply_to_sid})
-        if found:
-            return session.get_one(Message, found[0][0]), False
-    now = utcnow()
-    row = {
+def _outbound_row(req: SendRequest, sender: Sender, now: datetime) -> dict[str, Any]:
+    """Return the messages row of an outbound message about to be sent."""
+    return {
         "direction": "outbound",
         "our_number": sender.from_,
         "messaging_service_sid": sender.service_sid,
@@ -759,6 +751,19 @@ def _create_outbound(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _create_outbound(
+    session: Session, settings: Settings, req: SendRequest, sender: Sender
+) -> tuple[Message, bool]:
+    """Write the outbound row; or return the reply row a previous try wrote (created False)."""
+    if req.reply_to_sid is not None:
+        conn = session.connection()
+        found = _send_statements(conn.dialect).reply_to.run(conn, {"sid": req.reply_to_sid})
+        if found:
+            return session.get_one(Message, found[0][0]), False
+    now = utcnow()
+    row = _outbound_row(req, sender, now)
     # On the driver's cursor, as an inbound text is stored (a reply job writes one per text):
     # the row, then its conversation's summary (the inbound path's upsert, nothing unread).
     conn = session.connection()
@@ -793,8 +798,8 @@ class _SendStatements:
 
 @per_driver
 def _send_statements(dialect: Dialect) -> _SendStatements:
-    """Build and compile the reads of a send (once per database driver): every reply job
-    makes them, and on the driver's cursor they cost a fraction of the ORM's per-statement
+    """Build and compile a send's statements (once per database driver): every reply job
+    runs them, and on the driver's cursor they cost a fraction of the ORM's per-statement
     work."""
     m, o, e = MESSAGES.c, OPT_OUTS.c, STATUS_EVENTS.c
 
@@ -810,7 +815,9 @@ def _send_statements(dialect: Dialect) -> _SendStatements:
             select(m.id).where(m.reply_to_sid == bindparam("sid")), dialect, []
         ),
         outbound=DriverStatement(
-            MESSAGES.insert().returning(m.id), dialect, list(OUTBOUND_ROW_KEYS)
+            MESSAGES.insert().returning(m.id),
+            dialect,
+            list(_outbound_row(SendRequest(to=""), Sender(None, None), utcnow())),
         ),
         pending_events=DriverStatement(
             select(e.status, e.error_code).where(*unattached).order_by(e.id), dialect, []

@@ -14,11 +14,10 @@ from typing import Protocol, cast
 from sqlalchemy import Table, bindparam, func, literal, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
 
 from .chat_logic import build_chat_engine
-from .db import CountedStatement, DriverStatement, per_driver
-from .models import AIConfig, AutoReplyConfig, Contact, Message, OptOut, utcnow
+from .db import DriverStatement, per_driver
+from .models import AIConfig, AutoReplyConfig, Contact, Message, utcnow
 from .reply_config import AISettings, ai_enabled, get_ai
 from .settings import Settings, is_e164
 
@@ -55,21 +54,18 @@ def nobody_reason(
     session: Session, settings: Settings, message: Inbound, keyword: str | None
 ) -> str | None:
     """Return why nobody may answer this inbound message, or None when someone must."""
+    from .messaging import is_opted_out  # local: messaging imports this module
+
     number = message.contact_number
     conn = session.connection()
-    st = _statements(conn.dialect)
-    senders = opt_out_senders(message)
-    opted = bool(senders) and bool(
-        st.opted_out.run(conn, [{"number": number, "sender": s} for s in senders])
-    )
-    found = st.paused.run(conn, {"number": number})
+    opted = is_opted_out(session, opt_out_senders(message), number)
+    found = _statements(conn.dialect).paused.run(conn, {"number": number})
     paused = found[0][0] if found else None
     return reason_not_to_answer(settings, message, keyword, opted, paused)
 
 
 @dataclass(frozen=True)
 class _Statements:
-    opted_out: CountedStatement  # shaped by how many ledger keys the sender has (1 or 2)
     paused: DriverStatement
     automatic_replies: DriverStatement
     ai_switch: DriverStatement
@@ -83,18 +79,10 @@ def _statements(dialect: Dialect) -> _Statements:
     Every reply job makes them: on the driver's cursor (`DriverStatement`), they cost a
     fraction of the ORM's per-statement work.
     """
-    o = cast(Table, OptOut.__table__).c
     c = cast(Table, Contact.__table__).c
     m = cast(Table, Message.__table__).c
     a = cast(Table, AIConfig.__table__).c
     r = cast(Table, AutoReplyConfig.__table__).c
-
-    def opted_out(n: int) -> ClauseElement:
-        senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
-        number = bindparam("number_0", type_=o.number.type)
-        # No LIMIT: its parameter would not be a row's. A row per key at most, by the ledger's
-        # unique (sender, number).
-        return select(o.id).where(o.number == number, o.sender.in_(senders), o.opted_out.is_(True))
 
     automatic = select(func.count(m.id)).where(
         m.contact_number == bindparam("number"),
@@ -103,7 +91,6 @@ def _statements(dialect: Dialect) -> _Statements:
         m.created_at >= bindparam("since", type_=m.created_at.type),
     )
     return _Statements(
-        opted_out=CountedStatement(dialect, opted_out),
         paused=DriverStatement(
             select(c.replies_paused_until).where(c.number == bindparam("number")), dialect, []
         ),

@@ -179,7 +179,7 @@ def get_ai(session: Session, settings: Settings) -> AISettings:
     row = session.get(AIConfig, 1)
     if row is None or not row.saved:
         env = _ai_from_env(settings)
-        if row is not None and not row.enabled and env.enabled:
+        if env.enabled and not ai_enabled(False, None if row is None else row.enabled, settings):
             # Switched off by enabling the auto-reply, before any AI save: that decision holds.
             return AISettings(**{**env.__dict__, "enabled": False})
         return env
