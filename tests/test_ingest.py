@@ -14,10 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from twilio_chat import ingest, messaging
-from twilio_chat.db import Database
+from twilio_chat.db import CountedStatement, Database
 from twilio_chat.messaging import InboundFields, store_inbound_batch
 from twilio_chat.models import Contact, Job, Message, OptOut, utcnow
 from twilio_chat.settings import Settings
@@ -110,6 +110,26 @@ def test_each_message_of_a_batch_keeps_its_own_time(db: Database, settings: Sett
     assert times[:3] == [early, late, early]
     assert times[3] >= before  # no time given: when it was stored
     assert contact(db, "+15557654321").last_message_at == times[3]
+
+
+def test_a_counted_statement_keeps_the_values_written_into_it(
+    db: Database, settings: Settings
+) -> None:
+    # Besides each row's parameters, a statement may hold constants (a direction, a LIMIT):
+    # they are parameters too, bound with their own value, as a DriverStatement binds them.
+    results = store(db, settings, [text(n) for n in range(1, 5)])
+    m = messaging.MESSAGES.c
+
+    def build(n: int) -> Any:
+        sids = [bindparam(f"sid_{i}", type_=m.sid.type) for i in range(n)]
+        return select(m.id).where(m.sid.in_(sids), m.direction == "inbound").order_by(m.id).limit(2)
+
+    with db.read() as session:
+        conn = session.connection()
+        rows = CountedStatement(conn.dialect, build).run(
+            conn, [{"sid": text(n).sid} for n in (4, 2, 3)]
+        )
+    assert [r[0] for r in rows] == [results[1].message_id, results[2].message_id]
 
 
 def test_a_batch_stored_together_ends_as_the_same_messages_stored_one_by_one(

@@ -285,7 +285,7 @@ class DriverStatement:
             self._binds[name] = shared[kind]
         # Values written into the statement itself (`column == "outbound"`, an IN list of
         # constants) are parameters too: they keep their value unless the caller gives one.
-        self._fixed = {
+        self.fixed = {
             name: bind.value
             for name, bind in compiled.binds.items()
             if not bind.required and bind.callable is None
@@ -298,8 +298,8 @@ class DriverStatement:
     def run(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Execute with `values` (by column key) on the connection's cursor; return its rows."""
         binds = self._binds
-        if self._fixed:
-            values = {**self._fixed, **values}
+        if self.fixed:
+            values = {**self.fixed, **values}
         if self._positions is None:
             named = {
                 name: (value if (convert := binds.get(name)) is None else convert(value))
@@ -360,11 +360,16 @@ class CountedStatement:
         found = self._by_count.get(count)
         if found is None:
             statement = DriverStatement(self.build(count), self.dialect, [])
-            plan = [_RowParam.of(name, convert) for name, convert in statement.plan()]
+            plan = [
+                _RowParam.of(name, convert, statement.fixed) for name, convert in statement.plan()
+            ]
             found = self._by_count.setdefault(count, (statement, plan))
         statement, plan = found
         values = [
-            rows[p.row][p.key] if p.convert is None else p.convert(rows[p.row][p.key]) for p in plan
+            p.value
+            if p.row < 0
+            else (rows[p.row][p.key] if p.convert is None else p.convert(rows[p.row][p.key]))
+            for p in plan
         ]
         if statement.named:
             return statement.execute(conn, {p.name: v for p, v in zip(plan, values, strict=True)})
@@ -373,16 +378,23 @@ class CountedStatement:
 
 @dataclass(frozen=True, slots=True)
 class _RowParam:
-    """One parameter of a CountedStatement: which row's which key, and its bind processor."""
+    """One parameter of a CountedStatement: which row's which key, and its bind processor;
+    or (row -1) a value written into the statement itself, bound once."""
 
     name: str
     row: int
     key: str
     convert: Callable[[Any], Any] | None
+    value: Any = None
 
     @classmethod
-    def of(cls, name: str, convert: Callable[[Any], Any] | None) -> _RowParam:
-        """Read the row and key back from a parameter named `<key>_<row>`."""
+    def of(
+        cls, name: str, convert: Callable[[Any], Any] | None, fixed: Mapping[str, Any]
+    ) -> _RowParam:
+        """Read the row and key back from a parameter named `<key>_<row>`, unless it is fixed."""
+        if name in fixed:
+            value = fixed[name]
+            return cls(name, -1, "", None, value if convert is None else convert(value))
         key, _, row = name.rpartition("_")
         return cls(name, int(row), key, convert)
 
