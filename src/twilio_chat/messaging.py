@@ -779,7 +779,7 @@ def _create_outbound(
         },
     )
     # What send() reads of it; the caller gets the stored row back (_record_sent).
-    message = Message(id=message_id, sid=None, error_code=None, **row)
+    message = Message(id=message_id, **row)  # sid, error_code and the rest: None
     if req.source in HUMAN_SOURCES and settings.ai_human_pause_minutes:
         # A person took over: automatic replies pause in this conversation.
         contact = get_or_create_contact(session, req.to)
