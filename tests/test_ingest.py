@@ -168,7 +168,7 @@ def test_a_batch_stored_together_ends_as_the_same_messages_stored_one_by_one(
             )
     together = store(db, settings, messages(0))
     with db.session() as session:
-        in_turn = messaging._store_in_turn(
+        in_turn = messaging.inbound._store_in_turn(
             session, settings, messages(1000), [None] * len(plan), True
         )
 
@@ -267,7 +267,7 @@ def test_a_message_that_fails_fails_alone(
         return real(session, settings, batch, answer)
 
     monkeypatch.setattr(ingest, "store_inbound_batch", picky)
-    monkeypatch.setattr(messaging, "store_inbound_batch", picky)
+    monkeypatch.setattr(messaging.inbound, "store_inbound_batch", picky)
     writer = ingest.InboundWriter(db, settings)
     batch = [
         ingest._Pending(text(1)),

@@ -673,14 +673,14 @@ def test_a_status_read_before_another_callback_moved_it_never_moves_it_backwards
     message_id = _insert_outbound(server, _sid(), status="delivered")
     with server.db.session() as s:
         conn = s.connection()
-        st = messaging._status_statements(conn.dialect)
-        messaging._advance_row(conn, st, message_id, "queued", "sent", None, utcnow())
+        st = messaging.status._status_statements(conn.dialect)
+        messaging.status._advance_row(conn, st, message_id, "queued", "sent", None, utcnow())
     assert _get(server, message_id).status == "delivered"
 
     with server.db.session() as s:
         conn = s.connection()
-        st = messaging._status_statements(conn.dialect)
-        messaging._advance_row(conn, st, message_id, "queued", "read", None, utcnow())
+        st = messaging.status._status_statements(conn.dialect)
+        messaging.status._advance_row(conn, st, message_id, "queued", "read", None, utcnow())
     assert _get(server, message_id).status == "read"
 
 
