@@ -180,7 +180,8 @@ class Server:
                     continue
                 found += children
                 parents += children
-        return found
+        # The master starts the writer process before it forks its workers: workers first.
+        return sorted(found, key=lambda pid: b"ingest_process" in _cmdline(pid))
 
     def tail(self, lines: int = 40) -> str:
         """Return the last lines of the server's log."""
@@ -197,6 +198,14 @@ class Server:
                 self.popen.kill()
                 self.popen.wait()
         self.log_file.close()
+
+
+def _cmdline(pid: int) -> bytes:
+    """Return a process's command line (empty once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def start(name: str, argv: list[str], env: Mapping[str, str], url: str, logs: Path) -> Server:

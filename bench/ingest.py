@@ -38,6 +38,7 @@ from .common import (
     inbound_webhook,
     log,
     profile,
+    reference_seconds,
     twilio_chat,
     write_result,
 )
@@ -143,7 +144,8 @@ def describe(run: dict[str, Any]) -> str:
     """One log line's worth of a run."""
     return (
         f"{run['per_second']:,.0f}/s, p99 {run['p99_ms']} ms, errors {run['errors']}, "
-        f"{run['cpu_ms_per_request']} ms of CPU per request"
+        f"{run['cpu_ms_per_request']} ms of CPU per request, "
+        f"reference {run['reference_seconds']:.2f} s before it"
     )
 
 
@@ -247,16 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         offset = 0
         for round_ in range(1, args.rounds + 1):
             if not args.skip_ceiling or round_ == 1:
+                speed = reference_seconds()  # the machine's speed, just before this load
                 ceiling_raw, cpu = measured(bare, bare_url, work, args, 0)
-                ceilings.append(summarize(ceiling_raw, cpu))
+                ceilings.append({**summarize(ceiling_raw, cpu), "reference_seconds": speed})
                 log(f"round {round_}, ceiling: {describe(ceilings[-1])}")
+            speed = reference_seconds()
             spy = None
             if args.profile and round_ == 1:
                 spy = profile(server.worker_pids()[:1], work, args.seconds - 2, gil=False)[0]
             raw, cpu = measured(server, url, work, args, offset)
             if spy is not None:
                 spy.wait()
-            apps.append(summarize(raw, cpu))
+            apps.append({**summarize(raw, cpu), "reference_seconds": speed})
             pair = apps[-1]["per_second"] / ceilings[-1]["per_second"]
             log(f"round {round_}, app: {describe(apps[-1])}; {pair:.2f} of the ceiling")
             resent = resend_tail(url, work, raw["sent"], offset, args.connections)
