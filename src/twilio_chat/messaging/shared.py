@@ -113,8 +113,11 @@ CONTACT_KEYS = ["number", "unread_count", "last_message_id", "last_message_at", 
 
 
 def contact_upsert(dialect: Dialect, rows: list[dict[str, Any]] | None = None) -> ClauseElement:
-    """The upsert of conversations, each row counting new messages as unread and, unless they
-    are older than its last one (a spooled webhook stored late), setting its last message."""
+    """Build the upsert of conversations' summaries (CONTACT_KEYS), one row each or `rows`.
+
+    Each row counts its new messages as unread and, unless they are older than the
+    conversation's last one (a spooled webhook stored late), sets its last message.
+    """
     c = CONTACTS
     contact = upsert_into(dialect.name, c)
     if rows is not None:
@@ -138,8 +141,7 @@ def contact_upsert(dialect: Dialect, rows: list[dict[str, Any]] | None = None) -
 
 @per_driver
 def summary_statement(dialect: Dialect) -> DriverStatement:
-    """The upsert of one conversation's summary (CONTACT_KEYS), returning its reply pause;
-    built and compiled once per database driver."""
+    """Return one conversation's summary upsert, answering its reply pause (once per driver)."""
     upsert = cast(Any, contact_upsert(dialect)).returning(CONTACTS.c.replies_paused_until)
     return DriverStatement(upsert, dialect, CONTACT_KEYS)
 
