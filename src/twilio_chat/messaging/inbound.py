@@ -226,6 +226,7 @@ def _store_in_turn(
     """Store messages one after another: per message, its statements, then the next's."""
     conn = session.connection()
     st = _inbound_statements(conn.dialect)
+    summary = summary_statement(conn.dialect)
     now = utcnow()
     out: list[InboundResult] = []
     reply_jobs: list[tuple[dict[str, Any], str]] = []
@@ -236,7 +237,7 @@ def _store_in_turn(
             out.append(InboundResult(stored[0], False, keyword, False))
             continue
         message_id = inserted[0][0]
-        ((paused,),) = summary_statement(conn.dialect).run(
+        ((paused,),) = summary.run(
             conn,
             {
                 "number": f.sender,
