@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic import command
 from conftest import PHONE, Live
 from sqlalchemy import delete, event, select, text, update
 
-from twilio_chat import search
+from twilio_chat import conversations, search
 from twilio_chat.conversations import get_thread, list_messages
 from twilio_chat.db import Database
 from twilio_chat.migrate import alembic_config
@@ -91,6 +92,40 @@ def test_search_pages_with_the_cursor_and_combines_with_filters(db: Database) ->
     ]
 
 
+def test_search_reads_the_newest_ids_then_the_older_ones_through_the_index(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL the newest RECENT_IDS ids are read directly and older ones through the
+    # trigram index: with a window of 4 ids, pages fall on both sides of it and across it.
+    monkeypatch.setattr(conversations, "RECENT_IDS", 4)
+    ids = []
+    for i in range(12):
+        ids.append(_add(db, f"invoice {i}" if i % 3 else f"hello {i}"))
+    matching = [m for i, m in enumerate(ids) if i % 3][::-1]  # newest first
+    assert [m.id for m in list_messages(db, 50, text="INVOICE").items] == matching
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = list_messages(db, 3, text="invoice", before=cursor)
+        seen += [m.id for m in page.items]
+        assert len(page.items) == 3 or page.next_cursor is None
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == matching
+    assert [m.id for m in list_messages(db, 50, text="hello", before=ids[6]).items] == [
+        ids[3],
+        ids[0],
+    ]  # only older than the window below the cursor
+    assert list_messages(db, 5, text="invoice", before=ids[0]).items == []
+    assert _search(db, "xylophone") == []
+
+
+def test_search_in_an_empty_inbox_finds_nothing(db: Database) -> None:
+    page = list_messages(db, 50, text="invoice")
+    assert page.items == [] and page.next_cursor is None
+
+
 def test_the_index_follows_inserts_body_changes_and_deletes(db: Database) -> None:
     kept = _add(db, "meet at the harbour")
     changed = _add(db, "my passport is lost")
@@ -153,9 +188,11 @@ def test_upgrading_to_0004_indexes_the_messages_already_stored(db: Database) -> 
     _check_index(db)
 
 
-def test_the_lists_read_messages_through_indexes(db: Database) -> None:
+def test_the_lists_read_messages_through_indexes(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not db.is_sqlite:
-        _the_search_can_use_the_trigram_index(db)
+        _the_search_can_use_the_trigram_index(db, monkeypatch)
         return
     for i in range(20):
         _add(db, f"hello {i}", direction=("inbound", "outbound")[i % 2])
@@ -203,23 +240,28 @@ def test_a_redacted_or_deleted_text_is_no_longer_found(live: Live) -> None:
     assert "passphrase" not in page.replace('value="passphrase"', "")
 
 
-def _the_search_can_use_the_trigram_index(db: Database) -> None:
-    """On PostgreSQL, the search's ILIKE (with its ESCAPE) is one the trigram index serves."""
-    _add(db, "hello there")
+def _the_search_can_use_the_trigram_index(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL, the newest ids are read along the primary key, and the older ones through
+    the trigram index (the search's ILIKE, with its ESCAPE, is one that index serves)."""
+    monkeypatch.setattr(conversations, "RECENT_IDS", 1)
+    for body in ("hello there", "hello again", "hello once more"):
+        _add(db, body)
     statements: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
-        if sql.lstrip().startswith("SELECT"):
+        if sql.lstrip().startswith("SELECT") and "ILIKE" in sql:
             statements.append((sql, params))
 
     event.listen(db.engine, "before_cursor_execute", capture)
     assert _search(db, "100%_x") == []
     event.remove(db.engine, "before_cursor_execute", capture)
-    ((sql, params),) = statements
+    (recent, older) = statements
     with db.read() as session:
         conn = session.connection()
         # A handful of rows is read faster without an index: make the planner show it can.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + recent[0], recent[1]))
+        assert "Index Scan Backward using pk_messages" in plan, plan
         conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
-        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + sql, params))
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + older[0], older[1]))
     assert "Bitmap Index Scan on ix_messages_body_trgm" in plan, plan

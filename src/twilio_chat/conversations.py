@@ -35,6 +35,8 @@ class Page(Generic[T]):
 MESSAGES_FTS = table("messages_fts", column("rowid", Integer), column("body", Text))
 # The trigram index finds substrings of at least this many characters.
 TRIGRAM = 3
+# On PostgreSQL a search first reads this many of the newest ids directly (see _search_postgresql).
+RECENT_IDS = 20_000
 
 
 def fts_phrase(text: str) -> str:
@@ -59,11 +61,11 @@ def list_messages(
         query = query.where(Message.status == status)
     if number:
         query = query.where(Message.contact_number == number)
-    if text and db.is_sqlite and len(text) >= TRIGRAM and not number:
-        return _search_sqlite(db, query, limit, text, before)
+    if text and len(text) >= TRIGRAM and not number:
+        search = _search_sqlite if db.is_sqlite else _search_postgresql
+        return search(db, query, limit, text, before)
     if text:
-        # PostgreSQL serves this from its trigram index (ix_messages_body_trgm); on SQLite it
-        # reads one conversation, or the table for texts shorter than a trigram.
+        # One conversation (its index), or a text shorter than a trigram: read newest first.
         query = query.where(_contains(text))
     if before is not None:
         query = query.where(Message.id < before)
@@ -107,6 +109,40 @@ def _search_sqlite(
             if before is not None:
                 indexed = indexed.where(fts.c.rowid < before)
             rows += session.scalars(indexed)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more and rows else None)
+
+
+def _search_postgresql(
+    db: Database, query: Select[Message], limit: int, text: str, before: int | None
+) -> Page[Message]:
+    """Search on PostgreSQL: the newest RECENT_IDS ids directly, then the trigram index.
+
+    Left to itself, the planner picks between walking the primary key newest first (fast when
+    the text is common: the page fills at once) and the trigram index (fast when it is rare),
+    by an estimate of how many bodies hold the text that ANALYZE's sample can be far off. With
+    a million messages, a word in 0.05 % of them, estimated at 0.8 %, was searched by walking
+    70,000 rows (55 ms). So the newest ids are read directly, a bounded walk that fills the
+    page for any text that is not rare; only when they hold less than a page does the rest
+    come from the trigram index, bounded and ordered by an expression the primary key cannot
+    serve, so the planner never walks the whole table for a rare text.
+    """
+    with db.read() as session:
+        top = before - 1 if before is not None else session.scalar(select(func.max(Message.id)))
+        if top is None:
+            return Page([], None)
+        floor = top - RECENT_IDS  # the newest ids are those above it
+        recent = query.where(_contains(text), Message.id > floor, Message.id <= top)
+        rows = list(session.scalars(recent.order_by(Message.id.desc()).limit(limit + 1)))
+        if len(rows) <= limit and floor > 0:
+            unkeyed = Message.id + 0  # not the primary key: only the trigram index is left
+            older = (
+                query.where(_contains(text), unkeyed <= floor)
+                .order_by(unkeyed.desc())
+                .limit(limit + 1 - len(rows))
+            )
+            rows += session.scalars(older)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, rows[-1].id if more and rows else None)
