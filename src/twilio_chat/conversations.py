@@ -126,7 +126,8 @@ def _search_postgresql(
     70,000 rows (55 ms). So the newest ids are read directly, a bounded walk that fills the
     page for any text that is not rare; only when they hold less than a page does the rest
     come from the trigram index, bounded and ordered by an expression the primary key cannot
-    serve, so the planner never walks the whole table for a rare text.
+    serve, so the planner never walks the whole table for a rare text. (A text common only
+    among older messages then costs a read of all its older matches: the rarer case.)
     """
     with db.read() as session:
         top = before - 1 if before is not None else session.scalar(select(func.max(Message.id)))
