@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import Server, app_env, free_port, gunicorn, twilio_chat
+from .common import Server, _cmdline, app_env, free_port, gunicorn, twilio_chat
 from .ingest import make_payloads, run_wrk
 
 
@@ -40,7 +40,6 @@ def sample(pid: int) -> Sample | None:
     ticks = os.sysconf("SC_CLK_TCK")
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         voluntary = involuntary = 0
         for task in Path(f"/proc/{pid}/task").iterdir():
             for line in (task / "status").read_text().splitlines():
@@ -52,7 +51,8 @@ def sample(pid: int) -> Sample | None:
     except OSError:
         return None
     user, system = int(fields[11]) / ticks, int(fields[12]) / ticks
-    return Sample(user, system, voluntary, involuntary, name.strip())
+    name = _cmdline(pid).replace(b"\0", b" ").decode().strip()
+    return Sample(user, system, voluntary, involuntary, name)
 
 
 def idle_seconds() -> float:

@@ -72,6 +72,11 @@ def list_messages(
     query = query.order_by(Message.id.desc()).limit(limit + 1)
     with db.read() as session:
         rows = list(session.scalars(query))
+    return _message_page(rows, limit)
+
+
+def _message_page(rows: list[Message], limit: int) -> Page[Message]:
+    """Return the first `limit` of up to `limit + 1` rows read, and the cursor if more were."""
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, rows[-1].id if more and rows else None)
@@ -109,9 +114,7 @@ def _search_sqlite(
             if before is not None:
                 indexed = indexed.where(fts.c.rowid < before)
             rows += session.scalars(indexed)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, rows[-1].id if more and rows else None)
+    return _message_page(rows, limit)
 
 
 def _search_postgresql(
@@ -134,19 +137,16 @@ def _search_postgresql(
         if top is None:
             return Page([], None)
         floor = top - RECENT_IDS  # the newest ids are those above it
-        recent = query.where(_contains(text), Message.id > floor, Message.id <= top)
+        query = query.where(_contains(text))
+        recent = query.where(Message.id > floor, Message.id <= top)
         rows = list(session.scalars(recent.order_by(Message.id.desc()).limit(limit + 1)))
         if len(rows) <= limit and floor > 0:
             unkeyed = Message.id + 0  # not the primary key: only the trigram index is left
             older = (
-                query.where(_contains(text), unkeyed <= floor)
-                .order_by(unkeyed.desc())
-                .limit(limit + 1 - len(rows))
+                query.where(unkeyed <= floor).order_by(unkeyed.desc()).limit(limit + 1 - len(rows))
             )
             rows += session.scalars(older)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, rows[-1].id if more and rows else None)
+    return _message_page(rows, limit)
 
 
 @dataclass(frozen=True)
