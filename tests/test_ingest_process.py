@@ -1,10 +1,10 @@
 """The inbound writer process: every web process's texts stored in one place, nothing lost if not.
 
-On a SQLite file under gunicorn, the master starts a process (ingest_process.py) that drains
-the inbound texts every web process wrote to its journal (journal.py) into the database; when it
-is not there, each web process stores its texts itself. These tests run the server's loop in a
-thread of the test (the same code the process runs) and, in the slow test, gunicorn with the
-production config, whose writer process is killed while texts arrive.
+On a SQLite file under gunicorn, the master starts a process (ingest_process.py) that stores the
+inbound texts of every web process, a batch at a time; when it is not there, has gone, or fails,
+each web process stores its texts itself. These tests run the server's loop in a thread of the
+test (the same code the process runs) and, in the slow test, gunicorn with the production
+config, whose writer process is killed while texts arrive.
 """
 
 from __future__ import annotations
@@ -14,37 +14,39 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Client
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import requests
 from conftest import make_settings, query, wait_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_crash import _child_env, _free_port
 from test_ingest import OURS, reply_keys, text
 from twilio.request_validator import RequestValidator
 
-from twilio_chat import journal, messaging, replies
+from twilio_chat import ingest_process, messaging, replies
 from twilio_chat.db import Database
-from twilio_chat.ingest import InboundWriter
-from twilio_chat.ingest_process import WriterServer
-from twilio_chat.journal import JournalWriter
+from twilio_chat.ingest import InboundWriter, write_batch
+from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
 from twilio_chat.models import Message
 from twilio_chat.sandbox.state import inbound_form
-from twilio_chat.settings import Settings
+from twilio_chat.settings import Settings, build_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+GATHER_WAIT_SEEN = 4.0  # a turn this long waited out the test's 5 s window
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def where(settings: Settings) -> Path:
-    """The journal's folder for the test's database (SQLite only)."""
-    found = journal.folder(settings)
+def where(settings: Settings) -> str:
+    """The writer process's address for the test's database (SQLite only)."""
+    found = address(settings)
     if found is None:
         pytest.skip("the writer process is SQLite's (and Linux's)")
     return found
@@ -53,23 +55,22 @@ def where(settings: Settings) -> Path:
 class Running:
     """A writer server's loop in a thread of the test."""
 
-    def __init__(self, settings: Settings, db: Database | None = None) -> None:
-        self.server = WriterServer(settings, db)
-        assert self.server.start()
+    def __init__(self, settings: Settings, where: str, db: Database | None = None) -> None:
+        self.server = WriterServer(settings, where, db)
         self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop the loop (it drains what is left) and let go of the journal."""
+        """Stop the loop and close its connections."""
         self.server.stop.set()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
 
 
 @pytest.fixture
-def running(settings: Settings, where: Path) -> Iterator[Running]:
+def running(settings: Settings, where: str) -> Iterator[Running]:
     """A writer server serving the test's database."""
-    server = Running(settings)
+    server = Running(settings, where)
     yield server
     server.stop()
 
@@ -80,75 +81,212 @@ def stored(db: Database) -> dict[str, int]:
         return {sid: id_ for sid, id_ in session.execute(select(Message.sid, Message.id))}
 
 
-def test_the_writer_process_stores_what_many_web_threads_write_soon_after_each_200(
-    db: Database, settings: Settings, where: Path, running: Running
+def test_the_address_is_the_databases_own_and_only_sqlite_files_have_one(
+    tmp_path: Path,
+) -> None:
+    one = make_settings(tmp_path / "one.db")
+    other = make_settings(tmp_path / "other.db")
+    assert address(one) is not None and address(one) == address(make_settings(tmp_path / "one.db"))
+    assert address(one) != address(other)
+    on_postgres = build_settings(
+        {"DATABASE_URL": "postgresql+psycopg://u@127.0.0.1/db", "SECRET_KEY": "x" * 32}
+    )
+    assert address(on_postgres) is None
+    assert authkey(one) != one.secret_bytes  # derived from SECRET_KEY, never the key itself
+
+
+def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_result(
+    db: Database, settings: Settings, where: str, running: Running
 ) -> None:
     local = InboundWriter(db, settings)
-    writer = JournalWriter(where, local)
+    writer = ProcessWriter(settings, local, where)
+    results: dict[int, Any] = {}
 
     def post(n: int) -> None:
-        assert writer.store(text(n % 30, sender=f"+1555000{n % 7:04d}")) is None
+        results[n] = writer.store(text(n % 30, sender=f"+1555000{n % 7:04d}"))
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         list(pool.map(post, range(90)))
-    assert wait_for(lambda: len(stored(db)) == 30)  # each of the 30 sids once
-    assert wait_for(lambda: len(reply_keys(db)) == 30)
+    assert len(results) == 90
+    assert sum(r.created for r in results.values()) == 30  # each of the 30 sids once
+    rows = stored(db)
+    assert len(rows) == 30
+    for n, result in results.items():
+        assert result.message_id == rows[text(n % 30).sid]
+    assert len(reply_keys(db)) == 30
     assert local._thread is None  # the web process stored nothing itself
-
-
-def test_a_stopping_writer_process_stores_everything_written_before_it_ends(
-    db: Database, settings: Settings, where: Path
-) -> None:
-    server = Running(settings)
-    writer = JournalWriter(where, InboundWriter(db, settings))
-    for n in range(20):
-        assert writer.store(text(n)) is None
-    server.stop()  # gunicorn stops it once the web processes have ended
-    assert sorted(stored(db)) == sorted(text(n).sid for n in range(20))
-    assert not journal.drain_running(where)  # the next texts are stored by the web processes
-    assert writer.store(text(99)) is None  # it still trusts its look at the lock for a moment
-    writer._probe_until = 0.0  # a second later
-    result = writer.store(text(100))
-    assert result is not None and result.created
-
-
-def test_a_second_writer_process_for_the_same_journal_stands_aside(
-    settings: Settings, where: Path, running: Running
-) -> None:
-    other = WriterServer(settings)
-    try:
-        assert not other.start()
-    finally:
-        other.close()
 
 
 def test_the_writer_process_takes_the_web_processs_word_on_whether_a_sender_is_a_phone(
     db: Database,
     settings: Settings,
-    where: Path,
+    where: str,
     running: Running,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A webhook's line carries the web process's answer: the drain, which every text passes
-    # through, must not parse the number again.
+    # A webhook's fields carry the web process's answer; the writer process, which every text
+    # passes through, must not parse the number again.
     asked: list[str] = []
 
     def parse_again(number: str) -> bool:
         asked.append(number)
         return True
 
-    writer = JournalWriter(where, InboundWriter(db, settings))
-    senders = {"SM" + "a" * 32: "+15557650001", "SM" + "b" * 32: "CarrierInfo"}
-    fields = [
-        messaging.inbound_fields(inbound_form(settings.account_sid, sid, sender, OURS, "Hi", []))
-        for sid, sender in senders.items()
-    ]
+    monkeypatch.setattr(ingest_process, "is_e164", parse_again)
     monkeypatch.setattr(replies, "is_e164", parse_again)
-    for one in fields:
-        assert writer.store(one) is None
-    assert wait_for(lambda: set(stored(db)) == set(senders))
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    senders = {"SM" + "a" * 32: "+15557650001", "SM" + "b" * 32: "CarrierInfo"}
+    for sid, sender in senders.items():
+        form = inbound_form(settings.account_sid, sid, sender, OURS, "Hi", [])
+        assert writer.store(messaging.inbound_fields(form)).created
     assert asked == []
-    assert reply_keys(db) == [f"reply:{'SM' + 'a' * 32}"]  # the phone number's text only
+    assert len(reply_keys(db)) == 1  # the phone number's text only
+    with db.read() as session:
+        assert set(session.scalars(select(Message.sid))) == set(senders)
+
+
+def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
+    db: Database, settings: Settings, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[int]] = []
+
+    def recording(db: Database, settings: Settings, batch: list[Any], top_up: Any) -> None:
+        batches.append([int(item.fields.sid[2:], 16) for item in batch])
+        write_batch(db, settings, batch, top_up)
+
+    monkeypatch.setattr(ingest_process, "write_batch", recording)
+    monkeypatch.setattr(ingest_process, "GATHER_SECONDS", 5.0)  # long: the test sees who waits
+    monkeypatch.setattr(ingest_process, "GATHER_TARGET", 2)
+    server = WriterServer(settings, where, db)
+    threading.Thread(target=server._accept, daemon=True).start()
+    try:
+        first, second = (Client(where, family="AF_UNIX", authkey=authkey(settings)) for _ in "12")
+        wait_for(lambda: len(server._new) == 2)
+        assert server._ready(1) == []  # admits both; nothing was sent yet
+
+        def turn(*texts: tuple[Any, int]) -> list[int]:
+            """Send one text on each connection given, run one turn of the loop, read answers."""
+            for conn, n in texts:
+                conn.send(text(n))
+            server._turn()
+            for conn in (first, second):
+                while conn.poll(0):
+                    assert conn.recv()[0] == "ok"
+            return batches[-1]
+
+        def later(conn: Any, n: int) -> None:
+            """Send a text 0.3 s from now, while the loop's turn runs."""
+            threading.Timer(0.3, conn.send, [text(n)]).start()
+
+        later(second, 2)
+        assert turn((first, 1)) == [1]  # a lone text, no load: stored at once, alone
+        assert turn() == [2]
+        assert turn((first, 3), (second, 4)) == [3, 4]  # two at once: under load now
+        later(second, 6)
+        assert turn((first, 5)) == [5, 6]  # under load: 5 waited, and 6 joined it
+        started = time.monotonic()
+        assert turn((first, 7), (second, 8)) == [7, 8]  # as many as it waits for: no wait
+        assert time.monotonic() - started < GATHER_WAIT_SEEN
+        assert len(stored(db)) == 8
+    finally:
+        server.close()
+
+
+def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(
+    db: Database,
+    settings: Settings,
+    where: str,
+    running: Running,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The commit happens in the writer process, where no reply worker of the web process
+    # waits: the web process must wake its own, or a reply waits for their next poll.
+    woken: list[str] = []
+    monkeypatch.setattr(ingest_process, "notify_enqueued", lambda: woken.append("wake"))
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    assert writer.store(text(1)).reply_enqueued
+    assert woken == ["wake"]
+    assert not writer.store(text(1)).reply_enqueued  # a duplicate: no new job
+    assert woken == ["wake"]
+
+
+def test_with_no_writer_process_a_web_process_stores_its_texts_itself(
+    db: Database, settings: Settings, where: str
+) -> None:
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    first, again = writer.store(text(1)), writer.store(text(1))
+    assert (first.created, again.created) == (True, False)
+    assert again.message_id == first.message_id
+    assert list(stored(db)) == [text(1).sid]
+    assert len(reply_keys(db)) == 1
+
+
+def test_a_writer_process_that_goes_away_and_comes_back_loses_nothing_and_doubles_nothing(
+    db: Database,
+    settings: Settings,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_process, "RETRY_SECONDS", 0.0)
+    local = InboundWriter(db, settings)
+    writer = ProcessWriter(settings, local, where)
+    server = Running(settings, where)
+    assert [writer.store(text(n)).created for n in range(5)] == [True] * 5
+    assert local._thread is None
+
+    server.stop()  # the process ends (a crash, a restart): its connections close
+    assert [writer.store(text(n)).created for n in range(3, 8)] == [False, False, True, True, True]
+    assert local._thread is not None  # stored by the web process itself
+
+    server = Running(settings, where)  # started again by the master
+    try:
+        assert [writer.store(text(n)).created for n in range(6, 10)] == [False, False, True, True]
+    finally:
+        server.stop()
+    assert sorted(stored(db)) == sorted(text(n).sid for n in range(10))
+    assert len(reply_keys(db)) == 10
+
+
+def test_an_error_in_the_writer_process_reaches_the_web_process_which_stores_the_text(
+    db: Database, settings: Settings, where: str, tmp_path: Path
+) -> None:
+    broken = Database(f"sqlite:///{tmp_path / 'no-such-folder' / 'app.db'}")  # cannot open
+    server = Running(settings, where, broken)
+    try:
+        writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+        assert writer.store(text(1)).created
+    finally:
+        server.stop()
+    assert list(stored(db)) == [text(1).sid]
+
+
+def test_the_writer_process_admits_only_holders_of_the_key(
+    db: Database, settings: Settings, where: str, running: Running
+) -> None:
+    with pytest.raises(Exception, match="digest"):  # the HMAC handshake fails
+        Client(where, family="AF_UNIX", authkey=b"not the key")
+    writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+    assert writer.store(text(1)).created
+    with db.read() as session:
+        assert session.scalar(select(func.count(Message.id))) == 1
+
+
+def test_a_writer_process_with_another_key_is_not_trusted_and_the_text_is_stored_here(
+    db: Database, settings: Settings, where: str
+) -> None:
+    # Another server's writer on this database's address (another SECRET_KEY): the handshake
+    # fails, and the web process stores its texts itself.
+    stranger = Running(
+        make_settings(Path(settings.db_path), SECRET_KEY="another-" + "k" * 32), where
+    )
+    try:
+        local = InboundWriter(db, settings)
+        writer = ProcessWriter(settings, local, where)
+        assert [writer.store(text(n)).created for n in range(3)] == [True, True, True]
+        assert local._thread is not None
+    finally:
+        stranger.stop()
+    assert sorted(stored(db)) == sorted(text(n).sid for n in range(3))
 
 
 # gunicorn with the production config ----------------------------------------------------------
@@ -198,7 +336,7 @@ def test_under_gunicorn_the_writer_process_stores_texts_and_is_started_again_if_
     db_path: Path, tmp_path: Path
 ) -> None:
     settings = make_settings(db_path)
-    if journal.folder(settings) is None:
+    if address(settings) is None:
         pytest.skip("the writer process is SQLite's (and Linux's)")
     port = _free_port()
     log = tmp_path / "gunicorn.log"

@@ -12,9 +12,8 @@ no longer queue on SQLite's write lock (whose busy handler sleeps).
 If a batch fails, each of its messages is stored again in a transaction of its own, so an error
 reaches only the request it belongs to (a database outage reaches them all, and each spools).
 
-On a SQLite file under gunicorn, a web process instead makes each text durable in its journal
-and a process of its own stores them all (journal.py, ingest_process.py); this thread is then
-the fallback.
+On a SQLite file under gunicorn, a process of its own does this for every web process
+(ingest_process.py, with the same `write_batch`); this thread is then the fallback.
 """
 
 from __future__ import annotations
@@ -176,26 +175,25 @@ class InboundWriter:
 class Writer(Protocol):
     """What the webhook hands its message to."""
 
-    def store(self, fields: InboundFields) -> InboundResult | None:
-        """Make an inbound message durable: its result once stored, None if stored later."""
+    def store(self, fields: InboundFields) -> InboundResult:
+        """Store one inbound message (with its reply job) and return once it is committed."""
         ...
 
 
 def get_writer(app: Flask | None = None) -> Writer:
     """Return the app's inbound writer, made on first use.
 
-    On a SQLite file on Linux, that is the journal (journal.py), which a writer process drains
-    while one runs (ingest_process.py, started by gunicorn's master); else this process's own
-    writer thread.
+    On a SQLite file on Linux, that is the writer process when it runs (ingest_process.py,
+    started by gunicorn's master), falling back to this process's own writer thread.
     """
     target = app or current_app
     writer: Writer | None = target.extensions.get("inbound_writer")
     if writer is None:  # setdefault: two first requests at once still share one writer
-        from .journal import JournalWriter, folder
+        from .ingest_process import ProcessWriter, address
 
         settings: Settings = target.extensions["settings"]
         local = InboundWriter(get_db(target), settings)
-        where = folder(settings)
-        made: Writer = local if where is None else JournalWriter(where, local)
+        where = address(settings)
+        made: Writer = local if where is None else ProcessWriter(settings, local, where)
         writer = target.extensions.setdefault("inbound_writer", made)
     return writer

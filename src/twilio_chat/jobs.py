@@ -296,12 +296,6 @@ def unsubscribe(wake: threading.Event) -> None:
         _listeners.discard(wake)
 
 
-def has_listeners() -> bool:
-    """Tell whether any worker of this process waits to be woken for new jobs."""
-    with _listeners_lock:
-        return bool(_listeners)
-
-
 def notify_enqueued() -> None:
     """Wake this process's waiting workers: a job was just committed."""
     with _listeners_lock:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Flask
 from sqlalchemy import func, select
 
-from . import ai, jobs, journal, messaging, replies, search, spool
+from . import ai, jobs, messaging, replies, search, spool
 from .db import Database, get_db
 from .errors import AppError, Upstream
 from .messaging import SendRequest, send
@@ -60,9 +60,6 @@ class Worker:
         self._next_heartbeat = 0.0
         self._first_sync = True
         self._next_replay = 0.0
-        self._next_drain = 0.0
-        where = journal.folder(self.settings)
-        self._drain = None if where is None else journal.Drain(where, self.db, self.settings)
         self._next_index = 0.0
         self._next_error_log = 0.0
         self._wake = threading.Event()  # set when this process commits a new job
@@ -154,7 +151,6 @@ class Worker:
                 self.heartbeat()
                 self.schedule_sync()
                 self.replay_spool()
-                self.drain_journal()
                 self.index_for_search()
                 ready = look or self._next is not None or jobs.has_runnable(self.db)
                 busy = ready and self.run_once()
@@ -235,33 +231,6 @@ class Worker:
             log.warning(
                 "spool: replay stopped, the database is unavailable (%s); retrying",
                 type(getattr(result.error, "orig", None) or result.error).__name__,
-            )
-        return result
-
-    def drain_journal(self, force: bool = False) -> journal.DrainResult | None:
-        """Store what an inbound journal holds when no writer process drains it (once a second).
-
-        The writer process (ingest_process.py) drains the journal while gunicorn runs; this
-        stores what is left when the app runs without one, e.g. under the development server
-        after a gunicorn server stopped. Returns None when not due, when there is nothing to
-        drain, or when another process drains it.
-        """
-        now = time.monotonic()
-        if self._drain is None or (not force and now < self._next_drain):
-            return None
-        self._next_drain = now + SPOOL_REPLAY_SECONDS
-        if not self._drain.pending() or not self._drain.acquire(wait=False):
-            return None
-        try:
-            result = self._drain.drain()
-        finally:
-            self._drain.release()
-        if result.lines:
-            log.info(
-                "journal: %d texts stored, %d already stored, %d set aside",
-                result.stored,
-                result.duplicates,
-                result.set_aside,
             )
         return result
 

@@ -99,8 +99,7 @@ def inbound() -> Response:
         if not spool.database_unavailable(exc):
             raise
         return _spool("inbound", exc)
-    if result is not None:  # else it is in the journal, and counted once it is stored
-        WEBHOOKS.labels("inbound", "stored" if result.created else "duplicate").inc()
+    WEBHOOKS.labels("inbound", "stored" if result.created else "duplicate").inc()
     return _twiml()
 
 
