@@ -323,3 +323,39 @@ def test_inbound_commits_are_fsynced_after_the_write_lock_and_other_writes_are_n
     result = writer.store(text(1))  # answered only once the fsync is done
     assert result.created
     assert synced == [(f"{db.url.database}-wal", True, 1)]  # after the commit, lock released
+
+
+
+def test_a_batch_writes_no_temporary_file(db: Database, settings: Settings) -> None:
+    """A batch's statement journal stays in memory (PRAGMA temp_store=MEMORY).
+
+    SQLite journals the pages a many-row statement changes inside a transaction, and past 64 KiB
+    it spills that journal to a file it creates, unlinks and writes in /var/tmp. In a database
+    of some size, where a batch's rows land on many index pages, that was a file for almost
+    every batch under load (bench/README.md, ingest).
+    """
+    if not db.is_sqlite:
+        pytest.skip("SQLite's statement journal; PostgreSQL has none")
+    import os
+
+    def temporary_files() -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # closed meanwhile (the listing's own descriptor)
+                continue
+            if "etilqs_" in target:  # the name SQLite gives its temporary files
+                found.append(target)
+        return found
+
+    def sender(n: int) -> str:
+        return f"+1555{n * 7919 % 9_000_000:07d}"  # spread over the indexes' pages
+
+    for start in range(0, 4000, 50):  # pages enough for a batch's rows to land apart
+        store(db, settings, [text(n, sender=sender(n)) for n in range(start, start + 50)])
+    with db.session() as session:
+        batch = [text(n, sender=sender(n)) for n in range(10_000, 10_033)]
+        results = store_inbound_batch(session, settings, batch)
+        assert temporary_files() == []  # still in the transaction: a spilled journal is open
+    assert all(r.created for r in results)

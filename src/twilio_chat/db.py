@@ -186,6 +186,11 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        # A statement that writes many rows in a transaction (an inbound batch) journals the
+        # pages it changes; past 64 KiB SQLite spilled that journal to a file it created and
+        # deleted in /var/tmp, for almost every batch under load. Kept in memory instead, as
+        # are temporary tables and sorts: this app's are small (its queries read indexes).
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     @event.listens_for(engine, "begin")
