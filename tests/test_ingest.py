@@ -325,7 +325,6 @@ def test_inbound_commits_are_fsynced_after_the_write_lock_and_other_writes_are_n
     assert synced == [(f"{db.url.database}-wal", True, 1)]  # after the commit, lock released
 
 
-
 def test_a_batch_writes_no_temporary_file(db: Database, settings: Settings) -> None:
     """A batch's statement journal stays in memory (PRAGMA temp_store=MEMORY).
 
