@@ -28,6 +28,7 @@ from twilio_chat.db import Database, get_db
 from twilio_chat.migrate import upgrade
 from twilio_chat.settings import Settings, build_settings
 from twilio_chat.users import create_token, create_user
+from twilio_chat.web.live import stop_long_polls
 from twilio_chat.worker import Worker
 
 SECRET = "test-secret-key-0123456789"
@@ -234,6 +235,7 @@ def live_factory(db_path: Path) -> Iterator[Callable[..., Live]]:
     yield factory
     settle_sandbox_callbacks()
     for server, thread, live in started:
+        stop_long_polls(live.app)  # a page's poll would query a database dropped after the test
         server.shutdown()
         thread.join(5)
         server.server_close()

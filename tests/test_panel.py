@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import requests
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import Headers
 
 from twilio_chat.models import Contact
+from twilio_chat.web.live import stop_long_polls
 from twilio_chat.web.security import CSP, HEADERS, add_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +170,27 @@ def test_live_events_answer_new_and_changed_messages(live: Live) -> None:
     assert data["cursor"] != start["cursor"]
     bad = live.api("GET", "/api/events", params={"cursor": "nonsense"})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "cursor"
+
+
+def test_a_waiting_long_poll_is_answered_when_the_server_stops(live: Live) -> None:
+    """A stopping server answers its long polls at once: none keeps a thread and its database
+    connections busy for up to 30 s."""
+    start = live.api("GET", "/api/events").json()
+    answers: list[requests.Response] = []
+    params = {"cursor": start["cursor"], "timeout": 30}
+    poll = threading.Thread(
+        target=lambda: answers.append(live.api("GET", "/api/events", params=params))
+    )
+    poll.start()
+    poll.join(1.0)
+    assert poll.is_alive()  # waiting: nothing has changed
+    stop_long_polls(live.app)
+    poll.join(5.0)
+    assert not poll.is_alive()
+    assert answers[0].status_code == 200
+    assert answers[0].json() == {"cursor": start["cursor"], "messages": []}  # nothing missed
+    later = live.api("GET", "/api/events", params=params)  # one asked afterwards: at once too
+    assert later.json() == {"cursor": start["cursor"], "messages": []}
 
 
 def test_opening_a_chat_marks_it_read(live: Live) -> None:

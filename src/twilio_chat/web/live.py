@@ -1,14 +1,18 @@
 """Live updates by long polling: the database is the source of truth, so any web process works.
 
 The panel asks ``GET /api/events?cursor=…``; the answer comes as soon as a message is new or
-has a new status (checked every half second), or after ``timeout`` seconds with no change.
+has a new status (checked every half second), or after ``timeout`` seconds with no change, or at
+once when the server stops (`stop_long_polls`): a poll left waiting would keep a request thread,
+and its database connections, busy for up to 30 s after the server was told to stop.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 from .. import conversations
@@ -20,6 +24,17 @@ from .serialize import message_json
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 CHECK_EVERY = 0.5
+STOPPING = "live_polls_stopping"  # app.extensions key: a threading.Event
+
+
+@bp.record_once
+def _add_stop_event(state: BlueprintSetupState) -> None:
+    state.app.extensions[STOPPING] = threading.Event()
+
+
+def stop_long_polls(app: Flask) -> None:
+    """Answer every waiting long poll of the app now, and later ones at once (it is stopping)."""
+    app.extensions[STOPPING].set()
 
 
 @bp.get("/events")
@@ -36,6 +51,7 @@ def events() -> Response:
     parsed = conversations.parse_cursor(raw)
     if parsed is None:
         raise InvalidInput("'cursor' must come from a previous answer", field="cursor")
+    stopping: threading.Event = current_app.extensions[STOPPING]
     deadline = time.monotonic() + timeout
     while True:
         changes = conversations.changes_since(db, *parsed)
@@ -43,6 +59,5 @@ def events() -> Response:
             return jsonify(
                 {"cursor": changes.cursor, "messages": [message_json(m) for m in changes.messages]}
             )
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or stopping.wait(CHECK_EVERY):
             return jsonify({"cursor": raw, "messages": []})
-        time.sleep(CHECK_EVERY)
