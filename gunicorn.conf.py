@@ -130,8 +130,30 @@ def post_worker_init(worker: Any) -> None:
     if settings is None:  # another app under this config (bench/bare.py, the ceiling)
         return
     setup_logging(settings)  # the app's own log lines: JSON in production, secrets scrubbed
+    _answer_long_polls_on_sigterm(app)
     if settings.worker_enabled:
         worker.reply_worker = start_thread(app)
+
+
+def _answer_long_polls_on_sigterm(app: Any) -> None:
+    """On SIGTERM (a stop or a restart), answer the panel's waiting long polls at once.
+
+    gunicorn then waits for the requests in flight, up to graceful_timeout: an open panel's
+    poll of /api/events would hold the stop (and a deploy) for up to 20 s. The worker's own
+    handler still runs after.
+    """
+    import signal
+
+    from twilio_chat.web.live import stop_long_polls
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, frame: Any) -> None:
+        stop_long_polls(app)
+        if callable(graceful):
+            graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

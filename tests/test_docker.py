@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -613,10 +614,29 @@ def test_the_image_command_serves_answers_and_stops_cleanly(
             counts.add(found[1] if found else None)
     assert counts == {"1.0"}
 
-    # SIGTERM, as `docker stop` sends it: each process finishes and exits with 0.
+    # A panel left open waits on /api/events (up to 20 s, here 30): the stop answers it.
+    polls: list[requests.Response] = []
+    auth = {"Authorization": f"Bearer {token}"}
+    cursor = requests.get(f"{settings.base_url}/api/events", headers=auth, timeout=10).json()
+    params = {"cursor": cursor["cursor"], "timeout": 30}
+
+    def poll() -> None:
+        polls.append(
+            requests.get(f"{settings.base_url}/api/events", headers=auth, params=params, timeout=60)
+        )
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    poller.join(1.0)
+    assert poller.is_alive()  # waiting: nothing changes
+
+    # SIGTERM, as `docker stop` sends it: each process finishes and exits with 0, without
+    # waiting out the long poll (gunicorn's graceful_timeout is 30 s).
     if worker is not None:
         assert worker.terminate(timeout=15) == 0, worker.output()
-    assert web.terminate(timeout=40) == 0, web.output()
+    assert web.terminate(timeout=15) == 0, web.output()
+    poller.join(10)
+    assert [(p.status_code, p.json()) for p in polls] == [(200, {**cursor, "messages": []})]
 
     out = web.out_path.read_text()
     assert "database is up to date" in out  # twilio-chat prepare ran first

@@ -270,7 +270,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     ),
                 ],
                 "responses": {
-                    "200": {"description": "Changed messages and the next cursor"},
+                    "200": {
+                        "description": "Changed messages and the next cursor; none and the same"
+                        " cursor at the timeout, or at once when the server stops"
+                    },
                     "400": ERROR,
                     "401": ERROR,
                 },
