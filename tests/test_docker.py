@@ -634,7 +634,7 @@ def test_the_image_command_serves_answers_and_stops_cleanly(
     # waiting out the long poll (gunicorn's graceful_timeout is 30 s).
     if worker is not None:
         assert worker.terminate(timeout=15) == 0, worker.output()
-    assert web.terminate(timeout=15) == 0, web.output()
+    assert web.terminate(timeout=20) == 0, web.output()  # without the answer: 30 s
     poller.join(10)
     assert [(p.status_code, p.json()) for p in polls] == [(200, {**cursor, "messages": []})]
 
