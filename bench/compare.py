@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import BIN, Server, app_env, cpu_seconds, free_port, log
-from .ingest import make_payloads, run_wrk
+from .common import BIN, Server, app_env, free_port, gunicorn, log
+from .ingest import make_payloads, measured
 
 CONNECTIONS = 16
 PER_SECOND = 3500  # payloads signed per second of load: more than the app serves here
@@ -46,41 +46,26 @@ def serve(name: str, tree: Path, work: Path, payloads: int) -> tuple[Server, Pat
     """Prepare a database, sign payloads and start gunicorn for one checkout."""
     port = free_port()
     env = app_env(port, work / f"{name}.db", WORKER_ENABLED="false")
-    env["PYTHONPATH"] = str(tree / "src")
+    own = {**env, "PYTHONPATH": str(tree / "src")}
     probe = [str(BIN / "python"), "-c", "import twilio_chat; print(twilio_chat.__file__)"]
-    found = subprocess.run(probe, env=env, capture_output=True, text=True, check=True)  # noqa: S603
+    found = subprocess.run(probe, env=own, capture_output=True, text=True, check=True)  # noqa: S603
     if not found.stdout.strip().startswith(str(tree / "src")):
         raise SystemExit(f"error: {name} would import twilio_chat from {found.stdout.strip()}")
     prepare = [str(BIN / "twilio-chat"), "prepare"]
-    subprocess.run(prepare, env=env, cwd=work, capture_output=True, check=True)  # noqa: S603
+    subprocess.run(prepare, env=own, cwd=work, capture_output=True, check=True)  # noqa: S603
     from twilio_chat.settings import build_settings
 
-    url = f"http://127.0.0.1:{port}"
     folder = work / name
     folder.mkdir()
-    make_payloads(folder, f"{url}/twilio/inbound", build_settings(env).auth_token, 1, payloads)
-    logs = work / f"logs-{name}"
-    logs.mkdir()
-    log_path = logs / "gunicorn.log"
-    log_file = log_path.open("wb")
-    argv = [
-        str(BIN / "gunicorn"),
-        "--config",
-        str(tree / "gunicorn.conf.py"),
-        "twilio_chat.wsgi:app",
-    ]
-    popen = subprocess.Popen(  # noqa: S603 - our own binaries
-        argv, env=env, cwd=logs, stdout=log_file, stderr=subprocess.STDOUT
-    )
-    return Server(name, popen, url, log_path, log_file), folder
+    url = f"http://127.0.0.1:{port}/twilio/inbound"
+    make_payloads(folder, url, build_settings(env).auth_token, 1, payloads)
+    return gunicorn(name, env, work / f"logs-{name}", checkout=tree), folder
 
 
 def load(server: Server, folder: Path, seconds: int, offset: int) -> dict[str, Any]:
     """Run one wrk load from payload `offset` on; return its figures and how many it sent."""
-    pids = server.worker_pids()
-    before = cpu_seconds(pids)
-    raw = run_wrk(server.url, folder, seconds, CONNECTIONS, 1, offset)
-    cpu = cpu_seconds(pids) - before
+    options = argparse.Namespace(seconds=seconds, connections=CONNECTIONS, threads=1)
+    raw, cpu = measured(server, server.url, folder, options, offset)
     count = max(1, raw["requests"])
     return {
         "rate": count / (raw["duration_us"] / 1e6),
