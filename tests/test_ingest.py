@@ -358,3 +358,77 @@ def test_a_batch_writes_no_temporary_file(db: Database, settings: Settings) -> N
         results = store_inbound_batch(session, settings, batch)
         assert temporary_files() == []  # still in the transaction: a spilled journal is open
     assert all(r.created for r in results)
+
+
+def test_a_batch_on_a_kept_connection_ends_as_the_same_batch_through_a_session(
+    db: Database, settings: Settings
+) -> None:
+    # The writer process stores a batch without ledger keywords on a Core connection it keeps
+    # (no ORM session): the same traffic, written both ways in two sets of numbers, must leave
+    # the same messages, conversations, reply jobs and results.
+    def traffic(offset: int) -> list[list[InboundFields]]:
+        number = lambda n: f"+1555{offset + n:07d}"  # noqa: E731
+        return [
+            [text(offset + 1, sender=number(1), body="stop")],  # the ledger: a session's work
+            [text(offset + 2, sender=number(2))],
+            [
+                text(offset + 3, sender=number(1)),  # opted out: stored, not answered
+                text(offset + 4, sender=number(3)),
+                text(offset + 2, sender=number(2)),  # stored before: a duplicate
+                text(offset + 4, sender=number(3)),  # earlier in the batch: a duplicate
+                text(offset + 5, sender=number(2), received_at=utcnow() - timedelta(hours=1)),
+                text(offset + 6, sender="CarrierInfo"),  # not a phone: not answered
+            ],
+        ]
+
+    outcomes = []
+    with db.engine.connect() as kept:
+        for offset, conn in ((0, None), (1000, kept)):
+            results = []
+            for texts in traffic(offset):
+                batch = [ingest._Pending(f) for f in texts]
+                ingest.write_batch(db, settings, batch, conn=conn)
+                results += [item.result for item in batch]
+            ids = sorted({r.message_id for r in results})
+            outcomes.append(
+                [(ids.index(r.message_id), r.created, r.keyword, r.reply_enqueued) for r in results]
+            )
+    assert outcomes[0] == outcomes[1]
+    assert [created for _, created, _, _ in outcomes[1]] == [1, 1, 1, 1, 0, 0, 1, 1]
+    with db.read() as session:
+        order = session.scalars(select(Message.id).order_by(Message.id)).all()
+    for n in (1, 2, 3):
+        a, b = contact(db, f"+1555{n:07d}"), contact(db, f"+1555{1000 + n:07d}")
+        assert a.unread_count == b.unread_count
+        assert order.index(b.last_message_id) - order.index(a.last_message_id) == 6
+    keys = reply_keys(db)
+    assert [k for k in keys if int(k[-4:], 16) < 1000] == [
+        f"reply:{text(n).sid}" for n in (2, 4, 5)
+    ]
+    assert [k for k in keys if int(k[-4:], 16) >= 1000] == [
+        f"reply:{text(1000 + n).sid}" for n in (2, 4, 5)
+    ]
+
+
+def test_a_keyword_batch_on_a_kept_connection_goes_through_a_session_in_order(
+    db: Database, settings: Settings
+) -> None:
+    batch = [ingest._Pending(text(n, body=b)) for n, b in ((1, "hi"), (2, "STOP"), (3, "hello"))]
+    with db.engine.connect() as kept:
+        ingest.write_batch(db, settings, batch, conn=kept)
+    assert [item.result and item.result.reply_enqueued for item in batch] == [True, False, False]
+    assert reply_keys(db) == [f"reply:{text(1).sid}"]
+    with db.read() as session:
+        assert session.scalars(select(OptOut.opted_out)).all() == [True]
+
+
+def test_the_plain_batch_store_refuses_a_keyword_and_writes_nothing(
+    db: Database, settings: Settings
+) -> None:
+    assert not messaging.changes_opt_outs([text(1), text(2, body="help")])
+    assert messaging.changes_opt_outs([text(1), text(2, body=" Start ")])
+    keyword = [text(1), text(2, body="unsubscribe")]
+    with db.engine.connect() as conn, conn.begin(), pytest.raises(ValueError, match="opt-"):
+        messaging.store_plain_batch(conn, settings, keyword)
+    with db.read() as session:
+        assert session.scalar(select(func.count(Message.id))) == 0

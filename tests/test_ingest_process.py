@@ -25,12 +25,13 @@ from typing import IO, Any
 import pytest
 import requests
 from conftest import make_settings, query, wait_for
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 from test_crash import _child_env, _free_port
 from test_ingest import OURS, reply_keys, text
 from twilio.request_validator import RequestValidator
 
-from twilio_chat import ingest_process, messaging, replies
+from twilio_chat import ingest, ingest_process, messaging, replies
 from twilio_chat.db import Database
 from twilio_chat.ingest import InboundWriter, write_batch
 from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
@@ -150,9 +151,9 @@ def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
 ) -> None:
     batches: list[list[int]] = []
 
-    def recording(db: Database, settings: Settings, batch: list[Any], top_up: Any) -> None:
+    def recording(db: Database, settings: Settings, batch: list[Any], *args: Any) -> None:
         batches.append([int(item.fields.sid[2:], 16) for item in batch])
-        write_batch(db, settings, batch, top_up)
+        write_batch(db, settings, batch, *args)
 
     monkeypatch.setattr(ingest_process, "write_batch", recording)
     monkeypatch.setattr(ingest_process, "GATHER_SECONDS", 5.0)  # long: the test sees who waits
@@ -190,6 +191,45 @@ def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
         assert len(stored(db)) == 8
     finally:
         server.close()
+
+
+def test_the_writer_process_stores_its_batches_on_one_connection_it_keeps(
+    db: Database, settings: Settings, where: str
+) -> None:
+    # A batch through a pooled connection and an ORM session cost the writer process more than
+    # the batch's own statements: it keeps one connection, and a failed batch replaces it.
+    checkouts: list[int] = []
+    event.listen(db.engine, "checkout", lambda *_: checkouts.append(1))
+    server = Running(settings, where, db)
+    try:
+        writer = ProcessWriter(settings, InboundWriter(db, settings), where)
+        for n in range(1, 6):  # one after another: five batches
+            assert writer.store(text(n, sender=f"+1555000{n:04d}")).created
+        assert len(checkouts) == 1
+        assert writer.store(text(6, body="STOP")).keyword == "opt_out"  # through a session
+        assert len(checkouts) == 2
+
+        real = ingest.store_plain_batch
+        failed: list[str] = []
+
+        def fails_once(conn: Any, settings: Settings, batch: Any, answer: bool = True) -> Any:
+            if not failed:
+                failed.append(batch[0].sid)
+                raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+            return real(conn, settings, batch, answer)
+
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setattr(ingest, "store_plain_batch", fails_once)
+        try:
+            assert writer.store(text(7)).created  # the web process stored it after the error
+            assert writer.store(text(8)).created  # the writer process again, on a new one
+        finally:
+            monkeypatch.undo()
+    finally:
+        server.stop()
+    assert failed == [text(7).sid]
+    assert len(checkouts) == 4  # then the web process's own session, and a new kept one
+    assert sorted(stored(db)) == sorted(text(n).sid for n in range(1, 9))
 
 
 def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(

@@ -26,9 +26,17 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from flask import Flask, current_app
+from sqlalchemy import Connection
 
 from .db import Database, get_db
-from .messaging import InboundFields, InboundResult, store_inbound, store_inbound_batch
+from .messaging import (
+    InboundFields,
+    InboundResult,
+    changes_opt_outs,
+    store_inbound,
+    store_inbound_batch,
+    store_plain_batch,
+)
 from .settings import Settings, is_e164
 
 log = logging.getLogger(__name__)
@@ -65,21 +73,29 @@ def write_batch(
     settings: Settings,
     batch: list[P],
     top_up: Callable[[list[P]], None] | None = None,
+    conn: Connection | None = None,
 ) -> None:
     """Store a batch durably in one transaction, then finish each item with its own result.
 
     Waits for this process's turn to write first; `top_up(batch)` may then add whatever queued
-    up meanwhile (up to MAX_BATCH). The commit is fsynced once the turn is given back
-    (`Database.make_durable`), and only then is each item finished. If the batch fails, each
-    message is stored again in a durable transaction of its own, so an error reaches only its
-    own item.
+    up meanwhile (up to MAX_BATCH). `conn`: a Core connection the caller keeps for its batches
+    (the writer process); a batch without an opt-out or opt-in keyword is then stored on it
+    with no ORM session (`store_plain_batch`), and the caller wakes any reply workers. The
+    commit is fsynced once the turn is given back (`Database.make_durable`), and only then is
+    each item finished. If the batch fails, each message is stored again in a durable
+    transaction of its own, so an error reaches only its own item.
     """
     try:
         with db.write_turn():  # the other processes' turn: requests run meanwhile
             if top_up is not None:
                 top_up(batch)
-            with db.session() as session:
-                results = store_inbound_batch(session, settings, [item.fields for item in batch])
+            fields = [item.fields for item in batch]
+            if conn is not None and not changes_opt_outs(fields):
+                with conn.begin():
+                    results = store_plain_batch(conn, settings, fields)
+            else:
+                with db.session() as session:
+                    results = store_inbound_batch(session, settings, fields)
         db.make_durable()  # the fsync, once the other processes may write again
     except Exception:
         if len(batch) == 1:

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, event, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
@@ -45,9 +56,26 @@ def enqueue_many(
 ) -> int:
     """Add jobs (payload, unique key) in the caller's transaction; return how many were new.
 
+    This process's workers are woken once the caller commits.
+    """
+    added = insert_jobs(session.connection(), kind, items, max_attempts)
+    if added:
+        wake_after_commit(session)
+    return added
+
+
+def insert_jobs(
+    conn: Connection,
+    kind: str,
+    items: Sequence[tuple[dict[str, Any], str | None]],
+    max_attempts: int = 5,
+) -> int:
+    """Add jobs in the transaction of a Core connection; return how many were new.
+
     No savepoint: ON CONFLICT keeps out a job whose key exists. The jobs go in with one insert
     per JOB_ROWS of them, run on the driver's cursor (`CountedStatement`): this is on every
-    inbound webhook's path, inside SQLite's write lock.
+    inbound webhook's path, inside SQLite's write lock. Nobody is woken: the caller calls
+    `notify_enqueued` once it has committed (`enqueue_many` does it for a session).
     """
     now = utcnow()
     rows = [
@@ -65,15 +93,11 @@ def enqueue_many(
     ]
     if not rows:
         return 0
-    conn = session.connection()
     insert = _insert_jobs(conn.dialect)
-    added = sum(
+    return sum(
         len(insert.run(conn, rows[start : start + JOB_ROWS]))
         for start in range(0, len(rows), JOB_ROWS)
     )
-    if added:
-        session.info[_ENQUEUED] = True  # wake this process's workers once the caller commits
-    return added
 
 
 JOB_ROWS = 64  # the most jobs one insert adds (more go in parts)
@@ -302,6 +326,11 @@ def notify_enqueued() -> None:
         listeners = list(_listeners)
     for wake in listeners:
         wake.set()
+
+
+def wake_after_commit(session: Session) -> None:
+    """Wake this process's workers once the session's outermost transaction has committed."""
+    session.info[_ENQUEUED] = True
 
 
 @event.listens_for(Session, "after_commit")

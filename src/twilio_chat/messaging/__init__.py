@@ -14,11 +14,13 @@ Callers import from the package; the modules are how it is read.
 from .inbound import (
     InboundFields,
     InboundResult,
+    changes_opt_outs,
     inbound_fields,
     parse_media,
     record_inbound,
     store_inbound,
     store_inbound_batch,
+    store_plain_batch,
 )
 from .outbound import HUMAN_SOURCES, Sender, SendRequest, mark_read, send, validate_send
 from .shared import (
@@ -53,6 +55,7 @@ __all__ = [
     "SendRequest",
     "Sender",
     "advance_status",
+    "changes_opt_outs",
     "get_or_create_contact",
     "inbound_fields",
     "is_opted_out",
@@ -66,6 +69,7 @@ __all__ = [
     "set_opt_out",
     "store_inbound",
     "store_inbound_batch",
+    "store_plain_batch",
     "touch_contact",
     "validate_send",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
@@ -134,29 +134,72 @@ def store_inbound_batch(
     duplicate), counted on its conversation, recorded in the opt-out ledger when it is a
     keyword, and given a reply job when someone must answer it. This is the path every webhook
     takes (see ingest.py). A batch without an opt-out or opt-in keyword is stored with one
-    statement per table for all its messages (`_store_together`); a keyword changes the ledger
+    statement per table for all its messages (`store_plain_batch`); a keyword changes the ledger
     that the messages after it are checked against, so such a batch goes one message at a time
     (`_store_in_turn`). Both run their statements on the driver's cursor (`DriverStatement`).
     """
-    keywords = [keyword_of(f.body, f.opt_out_type) for f in batch]
-    if any(k in ("opt_out", "opt_in") for k in keywords):
+    keywords = _keywords(batch)
+    if _changes_opt_outs(keywords):
         return _store_in_turn(session, settings, batch, keywords, answer)
+    results = _store_plain(session.connection(), settings, batch, keywords, answer)
+    if any(r.reply_enqueued for r in results):
+        jobs.wake_after_commit(session)
+    return results
+
+
+def changes_opt_outs(batch: Sequence[InboundFields]) -> bool:
+    """Tell whether a batch holds an opt-out or opt-in keyword (it then needs a session)."""
+    return _changes_opt_outs(_keywords(batch))
+
+
+def store_plain_batch(
+    conn: Connection, settings: Settings, batch: Sequence[InboundFields], answer: bool = True
+) -> list[InboundResult]:
+    """Store a batch with no opt-out or opt-in keyword in the transaction of a Core connection.
+
+    The same rows and results as `store_inbound_batch`, without an ORM session: the inbound
+    writer process stores its batches on a connection it keeps (ingest_process.py), and a
+    session's own work cost it more than the batch's statements. Nobody is woken: the caller
+    tells the reply workers after its commit (`jobs.notify_enqueued`). A batch that changes the
+    opt-out ledger raises ValueError: it goes through `store_inbound_batch`.
+    """
+    keywords = _keywords(batch)
+    if _changes_opt_outs(keywords):
+        raise ValueError("a batch with an opt-out or opt-in keyword needs store_inbound_batch")
+    return _store_plain(conn, settings, batch, keywords, answer)
+
+
+def _keywords(batch: Sequence[InboundFields]) -> list[str | None]:
+    return [keyword_of(f.body, f.opt_out_type) for f in batch]
+
+
+def _changes_opt_outs(keywords: Sequence[str | None]) -> bool:
+    return any(k in ("opt_out", "opt_in") for k in keywords)
+
+
+def _store_plain(
+    conn: Connection,
+    settings: Settings,
+    batch: Sequence[InboundFields],
+    keywords: Sequence[str | None],
+    answer: bool,
+) -> list[InboundResult]:
+    """Store a batch without ledger keywords, in parts of BATCH_ROWS messages."""
     out: list[InboundResult] = []
     for start in range(0, len(batch), BATCH_ROWS):
         chunk = slice(start, start + BATCH_ROWS)
-        out += _store_together(session, settings, batch[chunk], keywords[chunk], answer)
+        out += _store_together(conn, settings, batch[chunk], keywords[chunk], answer)
     return out
 
 
 def _store_together(
-    session: Session,
+    conn: Connection,
     settings: Settings,
     batch: Sequence[InboundFields],
     keywords: Sequence[str | None],
     answer: bool,
 ) -> list[InboundResult]:
     """Store messages (no opt-out or opt-in among them) with one statement per table."""
-    conn = session.connection()
     st = _batch_statements(conn.dialect)
     now = utcnow()
     new_ids = {
@@ -212,7 +255,7 @@ def _store_together(
                 reply_jobs.append(({"message_id": message_id}, f"reply:{f.sid}"))
             results[position] = InboundResult(message_id, True, keyword, enqueue)
         if reply_jobs:
-            jobs.enqueue_many(session, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
+            jobs.insert_jobs(conn, "reply", reply_jobs, max_attempts=settings.job_max_attempts)
     return [r for r in results if r is not None]
 
 
