@@ -14,9 +14,10 @@ whenever it ends. It listens on a Unix socket in Linux's abstract namespace (no 
 the database's path) with `multiprocessing.connection`, whose HMAC handshake admits only
 processes holding a key derived from SECRET_KEY. Each request thread keeps one connection, sends
 its `InboundFields` and waits for `("ok", InboundResult)`. The process stores whatever is waiting
-on all its connections as one batch (`ingest.write_batch`: one transaction, fsynced), on a Core
-connection it keeps, then answers each. While texts keep coming, a small batch first waits up to half a millisecond for
-more to join it (group commit): every batch pays one commit and one fsync, whatever its size.
+on all its connections as one batch (`ingest.write_batch`: one transaction, fsynced, on a Core
+connection it keeps), then answers each. While texts keep coming, a small batch first waits up
+to half a millisecond for more to join it (group commit): every batch pays one commit and one
+fsync, whatever its size.
 
 Nothing depends on it. If the process is not running (the development server, another system,
 PostgreSQL, a restart), is gone mid-request, or reports an error, the web process stores the
