@@ -194,7 +194,7 @@ def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
 
 
 def test_the_writer_process_stores_its_batches_on_one_connection_it_keeps(
-    db: Database, settings: Settings, where: str
+    db: Database, settings: Settings, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A batch through a pooled connection and an ORM session cost the writer process more than
     # the batch's own statements: it keeps one connection, and a failed batch replaces it.
@@ -218,13 +218,9 @@ def test_the_writer_process_stores_its_batches_on_one_connection_it_keeps(
                 raise OperationalError("INSERT", {}, Exception("disk I/O error"))
             return real(conn, settings, batch, answer)
 
-        monkeypatch = pytest.MonkeyPatch()
         monkeypatch.setattr(ingest, "store_plain_batch", fails_once)
-        try:
-            assert writer.store(text(7)).created  # the web process stored it after the error
-            assert writer.store(text(8)).created  # the writer process again, on a new one
-        finally:
-            monkeypatch.undo()
+        assert writer.store(text(7)).created  # the web process stored it after the error
+        assert writer.store(text(8)).created  # the writer process again, on a new one
     finally:
         server.stop()
     assert failed == [text(7).sid]
