@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from twilio_chat import ingest, messaging
 from twilio_chat.db import CountedStatement, Database
@@ -432,3 +433,29 @@ def test_the_plain_batch_store_refuses_a_keyword_and_writes_nothing(
         messaging.store_plain_batch(conn, settings, keyword)
     with db.read() as session:
         assert session.scalar(select(func.count(Message.id))) == 0
+
+
+def test_a_batch_that_fails_on_a_kept_connection_leaves_it_to_a_fresh_driver_connection(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest.store_plain_batch
+    failed: list[int] = []
+
+    def fails_once(conn: Any, settings: Settings, batch: Any, answer: bool = True) -> Any:
+        if not failed:
+            failed.append(len(batch))
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real(conn, settings, batch, answer)
+
+    monkeypatch.setattr(ingest, "store_plain_batch", fails_once)
+    with db.engine.connect() as kept:
+        before = kept.connection.dbapi_connection
+        batch = [ingest._Pending(text(1)), ingest._Pending(text(2))]
+        ingest.write_batch(db, settings, batch, conn=kept)  # fails, then each on its own
+        assert failed == [2]
+        assert [item.result and item.result.created for item in batch] == [True, True]
+        after = [ingest._Pending(text(3)), ingest._Pending(text(4))]
+        ingest.write_batch(db, settings, after, conn=kept)
+        assert kept.connection.dbapi_connection is not before
+    assert [item.result and item.result.created for item in after] == [True, True]
+    assert reply_keys(db) == [f"reply:{text(n).sid}" for n in (1, 2, 3, 4)]

@@ -18,6 +18,7 @@ On a SQLite file under gunicorn, a process of its own does this for every web pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -80,17 +81,20 @@ def write_batch(
     Waits for this process's turn to write first; `top_up(batch)` may then add whatever queued
     up meanwhile (up to MAX_BATCH). `conn`: a Core connection the caller keeps for its batches
     (the writer process); a batch without an opt-out or opt-in keyword is then stored on it
-    with no ORM session (`store_plain_batch`), and the caller wakes any reply workers. The
+    with no ORM session (`store_plain_batch`), the caller wakes any reply workers, and a batch
+    that fails there leaves the connection to open a fresh driver connection next time. The
     commit is fsynced once the turn is given back (`Database.make_durable`), and only then is
     each item finished. If the batch fails, each message is stored again in a durable
     transaction of its own, so an error reaches only its own item.
     """
+    on_conn = False
     try:
         with db.write_turn():  # the other processes' turn: requests run meanwhile
             if top_up is not None:
                 top_up(batch)
             fields = [item.fields for item in batch]
-            if conn is not None and not changes_opt_outs(fields):
+            on_conn = conn is not None and not changes_opt_outs(fields)
+            if conn is not None and on_conn:
                 with conn.begin():
                     results = store_plain_batch(conn, settings, fields)
             else:
@@ -98,6 +102,9 @@ def write_batch(
                     results = store_inbound_batch(session, settings, fields)
         db.make_durable()  # the fsync, once the other processes may write again
     except Exception:
+        if conn is not None and on_conn:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # the next batch on it opens a fresh driver connection
         if len(batch) == 1:
             raise
         for item in batch:
