@@ -87,24 +87,25 @@ def write_batch(
     each item finished. If the batch fails, each message is stored again in a durable
     transaction of its own, so an error reaches only its own item.
     """
-    on_conn = False
+    plain: Connection | None = None  # the kept connection, when this batch is stored on it
     try:
         with db.write_turn():  # the other processes' turn: requests run meanwhile
             if top_up is not None:
                 top_up(batch)
             fields = [item.fields for item in batch]
-            on_conn = conn is not None and not changes_opt_outs(fields)
-            if conn is not None and on_conn:
-                with conn.begin():
-                    results = store_plain_batch(conn, settings, fields)
+            if conn is not None and not changes_opt_outs(fields):
+                plain = conn
+            if plain is not None:
+                with plain.begin():
+                    results = store_plain_batch(plain, settings, fields)
             else:
                 with db.session() as session:
                     results = store_inbound_batch(session, settings, fields)
         db.make_durable()  # the fsync, once the other processes may write again
     except Exception:
-        if conn is not None and on_conn:
+        if plain is not None:
             with contextlib.suppress(Exception):
-                conn.invalidate()  # the next batch on it opens a fresh driver connection
+                plain.invalidate()  # the next batch on it opens a fresh driver connection
         if len(batch) == 1:
             raise
         for item in batch:

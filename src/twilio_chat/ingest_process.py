@@ -266,7 +266,6 @@ class WriterServer:
             write_batch(self.db, self.settings, batch, self._top_up, self._db_connection())
         except Exception as exc:  # one text that could not be stored (a batch retries each)
             log.exception("inbound writer process: %s not stored", batch[0].fields.sid)
-            self._forget_db_connection()  # the next batch starts on a fresh one
             for item in batch:
                 item.error = exc
                 item.finish()
@@ -286,7 +285,7 @@ class WriterServer:
         """Close the kept connection, if any."""
         conn, self._db_conn = self._db_conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):  # closing must not fail the loop or its close
+            with contextlib.suppress(Exception):  # must not fail the rest of close()
                 conn.close()
 
     def _gather(self, batch: list[_Remote]) -> None:
