@@ -423,3 +423,51 @@ def _post_and_kill_the_writer(master: int, settings: Settings, port: int) -> tup
         statuses += list(pool.map(post, range(400, 500)))
     assert Counter(statuses) == {200: 500}
     return first, again
+
+
+def _thread_policies(pid: int) -> list[int]:
+    """Return the scheduling policy of each thread of a process."""
+    return [os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_under_gunicorn_web_threads_give_up_wakeup_preemption_and_the_writer_process_keeps_it(
+    db_path: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(db_path)
+    if address(settings) is None:
+        pytest.skip("the writer process is SQLite's (and Linux's)")
+    port = _free_port()
+    with (tmp_path / "gunicorn.log").open("wb") as output:
+        server = _gunicorn(db_path, port, output)
+        try:
+            health = f"http://127.0.0.1:{port}/healthz"
+            assert wait_for(lambda: _answers(health), 30), "gunicorn did not answer"
+            (writer,) = wait_for(lambda: _writer_processes(server.pid), 10)
+            with ThreadPoolExecutor(max_workers=16) as pool:  # gthread starts its request threads
+                assert all(pool.map(lambda _: _answers(health), range(64)))
+            web = [
+                pid
+                for pid in _children(server.pid)
+                if b"twilio_chat.ingest_process" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+            web_policies = [policy for pid in web for policy in _thread_policies(pid)]
+            writer_policies = _thread_policies(writer)
+            master_policies = _thread_policies(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    assert len(web) == 2
+    assert len(web_policies) > 2 * 2  # each worker's main thread, at least one request thread
+    assert set(web_policies) == {os.SCHED_BATCH}
+    assert set(writer_policies) == {os.SCHED_OTHER}
+    assert set(master_policies) == {os.SCHED_OTHER}
+
+
+def _answers(url: str) -> bool:
+    """Return whether a GET of url answers 2xx (False while the server is not up)."""
+    try:
+        return requests.get(url, timeout=5).ok
+    except (requests.ConnectionError, requests.Timeout):
+        return False
