@@ -392,17 +392,19 @@ def test_under_gunicorn_the_writer_process_stores_texts_and_is_started_again_if_
     assert not Path(f"/proc/{again}").exists(), "the writer process outlived gunicorn"
 
 
+def _answers(url: str) -> bool:
+    """Return whether a GET of url answers 2xx (False while the server is not up)."""
+    try:
+        return requests.get(url, timeout=5).ok
+    except (requests.ConnectionError, requests.Timeout):
+        return False
+
+
 def _post_and_kill_the_writer(master: int, settings: Settings, port: int) -> tuple[int, int]:
     """Post 500 signed texts, killing the writer process after 200; return its two pids."""
     url = f"http://127.0.0.1:{port}/twilio/inbound"
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
-            return False
-
-    assert wait_for(healthy, 30), "gunicorn did not answer"
+    health = f"http://127.0.0.1:{port}/healthz"
+    assert wait_for(lambda: _answers(health), 30), "gunicorn did not answer"
     (first,) = wait_for(lambda: _writer_processes(master), 10)
     validator = RequestValidator(settings.auth_token)  # the server has the same SECRET_KEY
 
@@ -463,11 +465,3 @@ def test_under_gunicorn_web_threads_give_up_wakeup_preemption_and_the_writer_pro
     assert set(web_policies) == {os.SCHED_BATCH}
     assert set(writer_policies) == {os.SCHED_OTHER}
     assert set(master_policies) == {os.SCHED_OTHER}
-
-
-def _answers(url: str) -> bool:
-    """Return whether a GET of url answers 2xx (False while the server is not up)."""
-    try:
-        return requests.get(url, timeout=5).ok
-    except (requests.ConnectionError, requests.Timeout):
-        return False
