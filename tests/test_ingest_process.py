@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from multiprocessing.connection import Client
 from pathlib import Path
 from typing import IO, Any
@@ -366,23 +367,42 @@ def _writer_processes(master: int) -> list[int]:
     return found
 
 
+def _web_processes(master: int) -> list[int]:
+    """Return the pids of gunicorn's worker processes: the master's children but the writer's."""
+    return [
+        child
+        for child in _children(master)
+        if b"twilio_chat.ingest_process" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+@contextmanager
+def _serving(db_path: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Serve the app under gunicorn's production config on a free port, logging to `log`.
+
+    Yields the master and the port, and stops the server (SIGTERM) on the way out. Skips the
+    test where there is no writer process to see (PostgreSQL, or not Linux).
+    """
+    if address(make_settings(db_path)) is None:
+        pytest.skip("the writer process is SQLite's (and Linux's)")
+    port = _free_port()
+    with log.open("wb") as output:
+        server = _gunicorn(db_path, port, output)
+        try:
+            yield server, port
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_under_gunicorn_the_writer_process_stores_texts_and_is_started_again_if_killed(
     db_path: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(db_path)
-    if address(settings) is None:
-        pytest.skip("the writer process is SQLite's (and Linux's)")
-    port = _free_port()
     log = tmp_path / "gunicorn.log"
-    with log.open("wb") as output:
-        server = _gunicorn(db_path, port, output)
-        try:
-            first, again = _post_and_kill_the_writer(server.pid, settings, port)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    with _serving(db_path, log) as (server, port):
+        first, again = _post_and_kill_the_writer(server.pid, make_settings(db_path), port)
     assert query(db_path, "SELECT count(*), count(DISTINCT sid) FROM messages") == [(500, 500)]
     assert query(db_path, "SELECT count(*) FROM jobs WHERE kind = 'reply'") == [(500,)]
     text_log = log.read_text(errors="replace")
@@ -437,29 +457,16 @@ def _thread_policies(pid: int) -> list[int]:
 def test_under_gunicorn_web_threads_give_up_wakeup_preemption_and_the_writer_process_keeps_it(
     db_path: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(db_path)
-    if address(settings) is None:
-        pytest.skip("the writer process is SQLite's (and Linux's)")
-    port = _free_port()
-    with (tmp_path / "gunicorn.log").open("wb") as output:
-        server = _gunicorn(db_path, port, output)
-        try:
-            health = f"http://127.0.0.1:{port}/healthz"
-            assert wait_for(lambda: _answers(health), 30), "gunicorn did not answer"
-            (writer,) = wait_for(lambda: _writer_processes(server.pid), 10)
-            with ThreadPoolExecutor(max_workers=16) as pool:  # gthread starts its request threads
-                assert all(pool.map(lambda _: _answers(health), range(64)))
-            web = [
-                pid
-                for pid in _children(server.pid)
-                if b"twilio_chat.ingest_process" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]
-            web_policies = [policy for pid in web for policy in _thread_policies(pid)]
-            writer_policies = _thread_policies(writer)
-            master_policies = _thread_policies(server.pid)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    with _serving(db_path, tmp_path / "gunicorn.log") as (server, port):
+        health = f"http://127.0.0.1:{port}/healthz"
+        assert wait_for(lambda: _answers(health), 30), "gunicorn did not answer"
+        (writer,) = wait_for(lambda: _writer_processes(server.pid), 10)
+        with ThreadPoolExecutor(max_workers=16) as pool:  # gthread starts its request threads
+            assert all(pool.map(lambda _: _answers(health), range(64)))
+        web = _web_processes(server.pid)
+        web_policies = [policy for pid in web for policy in _thread_policies(pid)]
+        writer_policies = _thread_policies(writer)
+        master_policies = _thread_policies(server.pid)
     assert len(web) == 2
     assert len(web_policies) > 2 * 2  # each worker's main thread, at least one request thread
     assert set(web_policies) == {os.SCHED_BATCH}
