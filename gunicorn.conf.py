@@ -62,7 +62,7 @@ if os.path.isdir("/dev/shm"):  # noqa: S108 - only gunicorn's own heartbeat file
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 # Prometheus counters of every worker process add up when they share a folder (see
-# twilio_chat.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here. prometheus_client
+# twilio_chat.ops.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here. prometheus_client
 # reads the variable from the environment (not .env) when a worker imports it, so it is set here,
 # in the master, before any worker starts.
 _METRICS_PREFIX = "twilio-chat-metrics-"
@@ -95,7 +95,7 @@ def when_ready(server: Any) -> None:
     it is away, each web process stores its texts itself. Started here, before any worker is
     forked.
     """
-    from twilio_chat import ingest_process
+    from twilio_chat.messaging import ingest_process
 
     app_uri = str(getattr(server.app, "app_uri", "") or "")
     if app_uri.partition(":")[0] != "twilio_chat.wsgi":
@@ -105,7 +105,7 @@ def when_ready(server: Any) -> None:
 
 def on_exit(server: Any) -> None:
     """Stop the inbound writer process; remove the metrics folder made here (not a named one)."""
-    from twilio_chat import ingest_process
+    from twilio_chat.messaging import ingest_process
 
     ingest_process.stop(getattr(server, "inbound_writer", None))
     folder = Path(_metrics_dir)
@@ -142,8 +142,8 @@ def post_worker_init(worker: Any) -> None:
     """
     from flask import Flask
 
-    from twilio_chat.logs import setup_logging
-    from twilio_chat.worker import start_thread
+    from twilio_chat.jobs.worker import start_thread
+    from twilio_chat.ops.logs import setup_logging
 
     app = worker.wsgi
     settings = app.extensions.get("settings") if isinstance(app, Flask) else None

@@ -12,7 +12,7 @@ import importlib
 import os
 import time
 
-from .common import log, update_tables
+from bench.common import log, update_tables
 
 SETTLE_LOAD = 1.0  # the one-minute load average a benchmark waits for (on two cores: half busy)
 SETTLE_SECONDS = 90  # but no longer than this

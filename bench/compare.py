@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import BIN, Server, app_env, free_port, gunicorn, log
-from .ingest import make_payloads, measured
+from bench.common import BIN, Server, app_env, free_port, gunicorn, log
+from bench.ingest import make_payloads, measured
 
 CONNECTIONS = 16
 PER_SECOND = 3500  # payloads signed per second of load: more than the app serves here

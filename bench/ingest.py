@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
-from .common import (
+from bench.common import (
     BENCH,
     Figure,
     Server,

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from twilio.request_validator import RequestValidator
 
-from .common import (
+from bench.common import (
     Figure,
     app_env,
     at_most,

@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from .common import (
+from bench.common import (
     BIN,
     Figure,
     app_env,
@@ -622,7 +622,7 @@ def capture_plans(
     from sqlalchemy import event
 
     from twilio_chat import create_app
-    from twilio_chat.db import get_db
+    from twilio_chat.db.engine import get_db
     from twilio_chat.settings import build_settings
 
     app = create_app(build_settings(env))

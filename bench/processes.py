@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import Server, _cmdline, app_env, free_port, gunicorn, twilio_chat
-from .ingest import make_payloads, run_wrk
+from bench.common import Server, _cmdline, app_env, free_port, gunicorn, twilio_chat
+from bench.ingest import make_payloads, run_wrk
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from .common import (
+from bench.common import (
     BIN,
     Figure,
     Server,
@@ -38,7 +38,7 @@ from .common import (
     twilio_chat,
     write_result,
 )
-from .latency import _epoch, _query, make_texts
+from bench.latency import _epoch, _query, make_texts
 
 WORKER_COUNTS = (1, 2, 4)
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import PHONE, Live, make_settings
 from flask import Flask
 from sqlalchemy import inspect, select
+from support import PHONE, Live, make_settings
 
 from twilio_chat import create_app
+from twilio_chat.accounts.users import authenticate
 from twilio_chat.cli import cli
-from twilio_chat.db import Database, get_db
-from twilio_chat.migrate import is_current
-from twilio_chat.models import Message
+from twilio_chat.db.engine import Database, get_db
+from twilio_chat.db.migrate import is_current
+from twilio_chat.db.models import Message
 from twilio_chat.sandbox.state import inject_fault
-from twilio_chat.users import authenticate
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("send", "simulate", "create-user", "create-token", "db", "run", "worker")

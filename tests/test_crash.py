@@ -11,156 +11,30 @@ record, one outbound row pointing at it, and one finished job.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 import requests
-from conftest import SECRET, database_url, make_settings, query
+from support import ENV, Proc, Procs, make_settings, query, wait_healthy
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.sandbox.state import inbound_form
 from twilio_chat.settings import Settings
 
-CLI = Path(sys.executable).parent / "twilio-chat"  # the package has no `python -m` entry
 TEXTS = 200
 NUMBERS = 100  # each number texts twice, so replies to one number are told apart by body
 KILL_AT = 60  # replies in the sandbox before the first worker is killed
-ADMIN_PASSWORD = "crash-test-admin-password"
-ENV: dict[str, str] = {
-    "SECRET_KEY": SECRET,
-    "APP_ENV": "test",
-    "ADMIN_PASSWORD": ADMIN_PASSWORD,
-    "SANDBOX_CALLBACK_DELAY": "0.01",
-    "JOB_LEASE_SECONDS": "5",
-    "WORKER_POLL_SECONDS": "0.05",
-    "JOB_RETRY_BASE_SECONDS": "0.5",
-    "AUTO_REPLY_MAX_PER_HOUR": "1000",
-    "CHAT_MODE": "echo",
-}
-
-
-@dataclass
-class Proc:
-    """A child process whose output goes to a log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s; always reap it and close the log."""
-        try:
-            if self.popen.poll() is None:
-                self.popen.send_signal(signal.SIGTERM)
-                try:
-                    self.popen.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait(5)
-        finally:
-            self.log_file.close()
-
-    def tail(self, lines: int = 40) -> str:
-        """Return the last lines of its output."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
-class Procs:
-    """Starts child processes and stops every one of them at teardown."""
-
-    env: dict[str, str]
-    cwd: Path
-    started: list[Proc] = field(default_factory=list)
-
-    def start(self, name: str, *args: str) -> Proc:
-        """Start `twilio-chat ARGS…` with the test's environment."""
-        log_path = self.cwd / f"{name}.log"
-        log_file = log_path.open("wb")
-        try:
-            popen = subprocess.Popen(
-                [str(CLI), *args],
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        except BaseException:
-            log_file.close()
-            raise
-        proc = Proc(name, popen, log_path, log_file)
-        self.started.append(proc)
-        return proc
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _child_env(db_path: Path, port: int) -> dict[str, str]:
-    """os.environ without any of the app's settings (nor the twilio SDK's), plus the test's."""
-    ours = {f.alias for f in Settings.model_fields.values() if f.alias}
-    env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("TWILIO_")}
-    env.update(ENV)
-    env.update(DB_PATH=str(db_path), APP_PORT=str(port), PYTHONUNBUFFERED="1")
-    url = database_url(db_path)
-    if url:
-        env["DATABASE_URL"] = url
-    return env
-
-
-@pytest.fixture
-def procs(tmp_path: Path, db_path: Path) -> Iterator[Procs]:
-    """The child processes of one test; stopped at teardown, their output tails printed."""
-    port = _free_port()
-    manager = Procs(_child_env(db_path, port), tmp_path)
-    yield manager
-    for proc in reversed(manager.started):  # workers first, then the server
-        proc.stop()
-    for proc in manager.started:  # pytest shows this only when the test failed
-        print(f"----- {proc.name} (exit {proc.popen.returncode}), last lines -----")
-        print(proc.tail())
-
-
-def _query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one read-only query on the database the processes share (SQLite or PostgreSQL)."""
-    return query(db_path, sql, *params)
 
 
 def _sandbox_sends(db_path: Path) -> int:
-    rows = _query(db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'")
+    rows = query(db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'")
     return int(rows[0][0])
-
-
-def _wait_healthy(server: Proc, url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert server.popen.poll() is None, f"the server exited early:\n{server.tail()}"
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
-            pass
-        assert time.monotonic() < deadline, f"/healthz did not answer:\n{server.tail()}"
-        time.sleep(0.05)
 
 
 EDGE = "the sandbox accepted the send; the worker had not recorded its answer"
@@ -178,7 +52,7 @@ class Killed:
 
 def _held_job(db_path: Path, pid: int, reply_of: dict[str, str]) -> tuple[int, str, str] | None:
     """Return the reply job worker `pid` holds (id, inbound sid, how far it got), if any."""
-    held = _query(
+    held = query(
         db_path,
         "SELECT id, payload FROM jobs WHERE kind='reply' AND status='running' AND locked_by LIKE ?",
         f"%:{pid}:%",
@@ -187,9 +61,9 @@ def _held_job(db_path: Path, pid: int, reply_of: dict[str, str]) -> tuple[int, s
         return None
     job_id, payload = held[0]
     message_id = (json.loads(payload) if isinstance(payload, str) else payload)["message_id"]
-    sid = str(_query(db_path, "SELECT sid FROM messages WHERE id=?", message_id)[0][0])
-    row = _query(db_path, "SELECT sent_at FROM messages WHERE reply_to_sid=?", sid)
-    accepted = _query(
+    sid = str(query(db_path, "SELECT sid FROM messages WHERE id=?", message_id)[0][0])
+    row = query(db_path, "SELECT sent_at FROM messages WHERE reply_to_sid=?", sid)
+    accepted = query(
         db_path,
         "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api' AND body=?",
         reply_of[sid],
@@ -260,7 +134,7 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
     started = time.monotonic()
     server = procs.start("server", "run", "--no-worker", "--host", "127.0.0.1")
     first = procs.start("worker-1", "worker")  # it finds no job until the webhooks come
-    _wait_healthy(server, settings.base_url)
+    wait_healthy(server, settings.base_url)
 
     # 100 numbers (+15552001000…+15552001099: none ends in the sandbox's failing 0000-0008),
     # each texting twice; every body is unique, so its echo names the text it answers.
@@ -292,7 +166,7 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         assert second.popen.poll() is None, f"worker-2 exited:\n{second.tail()}"
-        waiting = _query(
+        waiting = query(
             db_path,
             "SELECT (SELECT count(*) FROM jobs WHERE status IN ('queued','running')),"
             " (SELECT count(*) FROM messages WHERE direction='outbound'"
@@ -306,7 +180,7 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
     print(f"{time.monotonic() - started:.1f}s: settled")
 
     # The sandbox (standing in for Twilio) sent exactly one reply per inbound text.
-    sends = _query(
+    sends = query(
         db_path,
         "SELECT sid, to_number, from_number, body, status FROM sandbox_messages "
         "WHERE direction='outbound-api'",
@@ -322,9 +196,9 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
     assert {(frm, status) for _sid, _to, frm, _b, status in sends} == {(our_number, "delivered")}
 
     # The app: 200 inbound rows, 200 replies each pointing at one of them and at one send.
-    inbound = _query(db_path, "SELECT sid, contact_number FROM messages WHERE direction='inbound'")
+    inbound = query(db_path, "SELECT sid, contact_number FROM messages WHERE direction='inbound'")
     assert Counter(inbound) == Counter(sender_of.items())
-    outbound = _query(
+    outbound = query(
         db_path,
         "SELECT reply_to_sid, sid, contact_number, body, status, source FROM messages "
         "WHERE direction='outbound'",
@@ -344,7 +218,7 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
         )
 
     # The jobs: one reply job per text, all done; the killed one was taken over after its lease.
-    job_rows = _query(db_path, "SELECT id, kind, unique_key, status, attempts, locked_by FROM jobs")
+    job_rows = query(db_path, "SELECT id, kind, unique_key, status, attempts, locked_by FROM jobs")
     assert sorted(r[2] for r in job_rows) == sorted(f"reply:{s}" for s in reply_of)
     assert {r[1] for r in job_rows} == {"reply"}
     not_done = [r for r in job_rows if r[3] != "done"]

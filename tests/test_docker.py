@@ -215,7 +215,7 @@ def test_gunicorn_config_starts_the_inbound_writer_process_for_the_app_only(
 ) -> None:
     from types import SimpleNamespace
 
-    from twilio_chat import ingest_process
+    from twilio_chat.messaging import ingest_process
 
     config = _gunicorn_config(monkeypatch, tmp_path, DB_PATH=str(tmp_path / "app.db"))
     started: list[str] = []

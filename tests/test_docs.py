@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import Live
+from support import Live
 
 from twilio_chat.cli import cli
 from twilio_chat.settings import Settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PHONE, Live, wait_for
+from support import PHONE, Live, wait_for
 
 
 def _thread(live: Live, number: str = PHONE) -> list[dict]:

@@ -25,18 +25,27 @@ from typing import IO, Any
 
 import pytest
 import requests
-from conftest import make_settings, query, wait_for
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
-from test_crash import _child_env, _free_port
-from test_ingest import OURS, reply_keys, text
+from support import (
+    OURS,
+    child_env,
+    free_port,
+    make_settings,
+    numbered_text,
+    query,
+    reply_keys,
+    wait_for,
+)
 from twilio.request_validator import RequestValidator
 
-from twilio_chat import ingest, ingest_process, messaging, replies
-from twilio_chat.db import Database
-from twilio_chat.ingest import InboundWriter, write_batch
-from twilio_chat.ingest_process import ProcessWriter, WriterServer, address, authkey
-from twilio_chat.models import Message
+from twilio_chat import messaging
+from twilio_chat.db.engine import Database
+from twilio_chat.db.models import Message
+from twilio_chat.messaging import ingest, ingest_process
+from twilio_chat.messaging.ingest import InboundWriter, write_batch
+from twilio_chat.messaging.ingest_process import ProcessWriter, WriterServer, address, authkey
+from twilio_chat.replies import policy as replies
 from twilio_chat.sandbox.state import inbound_form
 from twilio_chat.settings import Settings, build_settings
 
@@ -105,7 +114,7 @@ def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_
     results: dict[int, Any] = {}
 
     def post(n: int) -> None:
-        results[n] = writer.store(text(n % 30, sender=f"+1555000{n % 7:04d}"))
+        results[n] = writer.store(numbered_text(n % 30, sender=f"+1555000{n % 7:04d}"))
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         list(pool.map(post, range(90)))
@@ -114,7 +123,7 @@ def test_the_writer_process_stores_what_many_web_threads_send_each_with_its_own_
     rows = stored(db)
     assert len(rows) == 30
     for n, result in results.items():
-        assert result.message_id == rows[text(n % 30).sid]
+        assert result.message_id == rows[numbered_text(n % 30).sid]
     assert len(reply_keys(db)) == 30
     assert local._thread is None  # the web process stored nothing itself
 
@@ -169,7 +178,7 @@ def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
         def turn(*texts: tuple[Any, int]) -> list[int]:
             """Send one text on each connection given, run one turn of the loop, read answers."""
             for conn, n in texts:
-                conn.send(text(n))
+                conn.send(numbered_text(n))
             server._turn()
             for conn in (first, second):
                 while conn.poll(0):
@@ -178,7 +187,7 @@ def test_under_load_a_small_batch_waits_for_more_texts_and_a_lone_text_does_not(
 
         def later(conn: Any, n: int) -> None:
             """Send a text 0.3 s from now, while the loop's turn runs."""
-            threading.Timer(0.3, conn.send, [text(n)]).start()
+            threading.Timer(0.3, conn.send, [numbered_text(n)]).start()
 
         later(second, 2)
         assert turn((first, 1)) == [1]  # a lone text, no load: stored at once, alone
@@ -205,9 +214,9 @@ def test_the_writer_process_stores_its_batches_on_one_connection_it_keeps(
     try:
         writer = ProcessWriter(settings, InboundWriter(db, settings), where)
         for n in range(1, 6):  # one after another: five batches
-            assert writer.store(text(n, sender=f"+1555000{n:04d}")).created
+            assert writer.store(numbered_text(n, sender=f"+1555000{n:04d}")).created
         assert len(checkouts) == 1
-        assert writer.store(text(6, body="STOP")).keyword == "opt_out"  # through a session
+        assert writer.store(numbered_text(6, body="STOP")).keyword == "opt_out"  # through a session
         assert len(checkouts) == 2
 
         real = ingest.store_plain_batch
@@ -220,13 +229,13 @@ def test_the_writer_process_stores_its_batches_on_one_connection_it_keeps(
             return real(conn, settings, batch, answer)
 
         monkeypatch.setattr(ingest, "store_plain_batch", fails_once)
-        assert writer.store(text(7)).created  # the web process stored it after the error
-        assert writer.store(text(8)).created  # the writer process again, on a new one
+        assert writer.store(numbered_text(7)).created  # the web process stored it after the error
+        assert writer.store(numbered_text(8)).created  # the writer process again, on a new one
     finally:
         server.stop()
-    assert failed == [text(7).sid]
+    assert failed == [numbered_text(7).sid]
     assert len(checkouts) == 4  # then the web process's own session, and a new kept one
-    assert sorted(stored(db)) == sorted(text(n).sid for n in range(1, 9))
+    assert sorted(stored(db)) == sorted(numbered_text(n).sid for n in range(1, 9))
 
 
 def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(
@@ -241,9 +250,9 @@ def test_a_text_the_writer_process_stored_wakes_the_web_processs_reply_workers(
     woken: list[str] = []
     monkeypatch.setattr(ingest_process, "notify_enqueued", lambda: woken.append("wake"))
     writer = ProcessWriter(settings, InboundWriter(db, settings), where)
-    assert writer.store(text(1)).reply_enqueued
+    assert writer.store(numbered_text(1)).reply_enqueued
     assert woken == ["wake"]
-    assert not writer.store(text(1)).reply_enqueued  # a duplicate: no new job
+    assert not writer.store(numbered_text(1)).reply_enqueued  # a duplicate: no new job
     assert woken == ["wake"]
 
 
@@ -251,10 +260,10 @@ def test_with_no_writer_process_a_web_process_stores_its_texts_itself(
     db: Database, settings: Settings, where: str
 ) -> None:
     writer = ProcessWriter(settings, InboundWriter(db, settings), where)
-    first, again = writer.store(text(1)), writer.store(text(1))
+    first, again = writer.store(numbered_text(1)), writer.store(numbered_text(1))
     assert (first.created, again.created) == (True, False)
     assert again.message_id == first.message_id
-    assert list(stored(db)) == [text(1).sid]
+    assert list(stored(db)) == [numbered_text(1).sid]
     assert len(reply_keys(db)) == 1
 
 
@@ -268,19 +277,30 @@ def test_a_writer_process_that_goes_away_and_comes_back_loses_nothing_and_double
     local = InboundWriter(db, settings)
     writer = ProcessWriter(settings, local, where)
     server = Running(settings, where)
-    assert [writer.store(text(n)).created for n in range(5)] == [True] * 5
+    assert [writer.store(numbered_text(n)).created for n in range(5)] == [True] * 5
     assert local._thread is None
 
     server.stop()  # the process ends (a crash, a restart): its connections close
-    assert [writer.store(text(n)).created for n in range(3, 8)] == [False, False, True, True, True]
+    assert [writer.store(numbered_text(n)).created for n in range(3, 8)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
     assert local._thread is not None  # stored by the web process itself
 
     server = Running(settings, where)  # started again by the master
     try:
-        assert [writer.store(text(n)).created for n in range(6, 10)] == [False, False, True, True]
+        assert [writer.store(numbered_text(n)).created for n in range(6, 10)] == [
+            False,
+            False,
+            True,
+            True,
+        ]
     finally:
         server.stop()
-    assert sorted(stored(db)) == sorted(text(n).sid for n in range(10))
+    assert sorted(stored(db)) == sorted(numbered_text(n).sid for n in range(10))
     assert len(reply_keys(db)) == 10
 
 
@@ -291,10 +311,10 @@ def test_an_error_in_the_writer_process_reaches_the_web_process_which_stores_the
     server = Running(settings, where, broken)
     try:
         writer = ProcessWriter(settings, InboundWriter(db, settings), where)
-        assert writer.store(text(1)).created
+        assert writer.store(numbered_text(1)).created
     finally:
         server.stop()
-    assert list(stored(db)) == [text(1).sid]
+    assert list(stored(db)) == [numbered_text(1).sid]
 
 
 def test_the_writer_process_admits_only_holders_of_the_key(
@@ -303,7 +323,7 @@ def test_the_writer_process_admits_only_holders_of_the_key(
     with pytest.raises(Exception, match="digest"):  # the HMAC handshake fails
         Client(where, family="AF_UNIX", authkey=b"not the key")
     writer = ProcessWriter(settings, InboundWriter(db, settings), where)
-    assert writer.store(text(1)).created
+    assert writer.store(numbered_text(1)).created
     with db.read() as session:
         assert session.scalar(select(func.count(Message.id))) == 1
 
@@ -319,18 +339,18 @@ def test_a_writer_process_with_another_key_is_not_trusted_and_the_text_is_stored
     try:
         local = InboundWriter(db, settings)
         writer = ProcessWriter(settings, local, where)
-        assert [writer.store(text(n)).created for n in range(3)] == [True, True, True]
+        assert [writer.store(numbered_text(n)).created for n in range(3)] == [True, True, True]
         assert local._thread is not None
     finally:
         stranger.stop()
-    assert sorted(stored(db)) == sorted(text(n).sid for n in range(3))
+    assert sorted(stored(db)) == sorted(numbered_text(n).sid for n in range(3))
 
 
 # gunicorn with the production config ----------------------------------------------------------
 
 
 def _gunicorn(db_path: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    env = _child_env(db_path, port)
+    env = child_env(db_path, port)
     env.update(
         APP_ENV="production", WORKER_ENABLED="false", PUBLIC_BASE_URL=f"http://127.0.0.1:{port}"
     )
@@ -362,7 +382,7 @@ def _writer_processes(master: int) -> list[int]:
     """Return the pids of the writer processes that serve: forked by the master's child."""
     found = []
     for child in _children(master):
-        if b"twilio_chat.ingest_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+        if b"twilio_chat.messaging.ingest_process" in Path(f"/proc/{child}/cmdline").read_bytes():
             found += _children(child)
     return found
 
@@ -372,7 +392,8 @@ def _web_processes(master: int) -> list[int]:
     return [
         child
         for child in _children(master)
-        if b"twilio_chat.ingest_process" not in Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"twilio_chat.messaging.ingest_process"
+        not in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
 
 
@@ -385,7 +406,7 @@ def _serving(db_path: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes]
     """
     if address(make_settings(db_path)) is None:
         pytest.skip("the writer process is SQLite's (and Linux's)")
-    port = _free_port()
+    port = free_port()
     with log.open("wb") as output:
         server = _gunicorn(db_path, port, output)
         try:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import database_url, make_settings
-from test_crash import ENV, Procs, _free_port, _query, _wait_healthy, procs  # noqa: F401
+from support import ENV, Procs, database_url, free_port, make_settings, query, wait_healthy
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.sandbox.state import inbound_form
@@ -28,13 +27,13 @@ NUMBERS = 250
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_web_processes_and_many_workers_answer_every_text_exactly_once(
-    procs: Procs,  # noqa: F811 - the fixture imported from test_crash
+    procs: Procs,
     db_path: Path,
 ) -> None:
     on_postgres = database_url(db_path) is not None
     workers = 4 if on_postgres else 2
     port1 = int(procs.env["APP_PORT"])
-    port2 = _free_port()
+    port2 = free_port()
     settings = make_settings(
         db_path, **{k: v for k, v in ENV.items() if k != "SECRET_KEY"}, APP_PORT=str(port1)
     )
@@ -44,8 +43,8 @@ def test_two_web_processes_and_many_workers_answer_every_text_exactly_once(
     web2 = procs.start("web-2", "run", "--no-worker", "--host", "127.0.0.1", "--port", str(port2))
     for i in range(workers):
         procs.start(f"worker-{i + 1}", "worker")
-    _wait_healthy(web1, public)
-    _wait_healthy(web2, f"http://127.0.0.1:{port2}")
+    wait_healthy(web1, public)
+    wait_healthy(web2, f"http://127.0.0.1:{port2}")
 
     validator = RequestValidator(settings.auth_token)
     url = f"{public}/twilio/inbound"
@@ -76,7 +75,7 @@ def test_two_web_processes_and_many_workers_answer_every_text_exactly_once(
 
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline:
-        waiting = _query(
+        waiting = query(
             db_path,
             "SELECT (SELECT count(*) FROM jobs WHERE status IN ('queued','running')),"
             " (SELECT count(*) FROM messages WHERE direction='outbound')",
@@ -89,15 +88,15 @@ def test_two_web_processes_and_many_workers_answer_every_text_exactly_once(
     answered = time.monotonic() - started
     print(f"{workers} workers: {TEXTS} webhooks in {posted:.1f}s, all answered in {answered:.1f}s")
 
-    inbound = _query(db_path, "SELECT sid FROM messages WHERE direction='inbound'")
+    inbound = query(db_path, "SELECT sid FROM messages WHERE direction='inbound'")
     assert sorted(r[0] for r in inbound) == sorted(t["MessageSid"] for t in texts)
-    replies = _query(db_path, "SELECT reply_to_sid, body FROM messages WHERE direction='outbound'")
+    replies = query(db_path, "SELECT reply_to_sid, body FROM messages WHERE direction='outbound'")
     assert Counter(r[0] for r in replies) == Counter({t["MessageSid"]: 1 for t in texts})
-    sends = _query(db_path, "SELECT body FROM sandbox_messages WHERE direction='outbound-api'")
+    sends = query(db_path, "SELECT body FROM sandbox_messages WHERE direction='outbound-api'")
     assert Counter(r[0] for r in sends) == Counter({f"Echo: {t['Body']}": 1 for t in texts})
-    jobs = _query(db_path, "SELECT status, count(*) FROM jobs GROUP BY status")
+    jobs = query(db_path, "SELECT status, count(*) FROM jobs GROUP BY status")
     assert dict(jobs) == {"done": TEXTS}
-    workers_seen = _query(db_path, "SELECT count(DISTINCT locked_by) FROM jobs")[0][0]
+    workers_seen = query(db_path, "SELECT count(DISTINCT locked_by) FROM jobs")[0][0]
     assert workers_seen == workers  # every worker took part
     for proc in procs.started:
         assert "database is locked" not in proc.tail(100_000)

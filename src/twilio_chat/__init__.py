@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .settings import Settings, load_settings
+from twilio_chat.settings import Settings, load_settings
 
 __all__ = ["create_app"]
 
@@ -37,7 +37,10 @@ class App(Flask):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for these settings: wiring only, no I/O, no threads."""
-    from . import db, logs, twilio_gateway, web
+    from twilio_chat import web
+    from twilio_chat.db import engine as db
+    from twilio_chat.ops import logs
+    from twilio_chat.twilio import gateway as twilio_gateway
 
     settings = settings or load_settings()
     app = App(__name__, template_folder="web/templates", static_folder="web/static")

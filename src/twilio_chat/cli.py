@@ -12,11 +12,17 @@ import click
 import requests
 from flask import Flask
 
-from . import ai, audit, create_app, logs, messaging, migrate, reply_config, sync, users
-from .db import get_db
-from .errors import AppError
-from .settings import Settings, SettingsError, is_e164, load_settings
-from .twilio_gateway import get_gateway
+from twilio_chat import create_app, messaging
+from twilio_chat.accounts import audit, users
+from twilio_chat.db import migrate
+from twilio_chat.db.engine import get_db
+from twilio_chat.errors import AppError
+from twilio_chat.messaging import sync
+from twilio_chat.ops import logs
+from twilio_chat.replies import ai
+from twilio_chat.replies import config as reply_config
+from twilio_chat.settings import Settings, SettingsError, is_e164, load_settings
+from twilio_chat.twilio.gateway import get_gateway
 
 
 def _app(ctx: click.Context) -> Flask:
@@ -85,7 +91,7 @@ def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool)
     """Apply migrations, then serve the inbox with the reply worker in the same process."""
     from werkzeug.serving import run_simple
 
-    from .worker import start_thread
+    from twilio_chat.jobs.worker import start_thread
 
     app = _app(ctx)
     settings = _settings(app)
@@ -145,7 +151,7 @@ def prepare(ctx: click.Context) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a reply worker in the foreground until SIGINT/SIGTERM."""
-    from .worker import Worker
+    from twilio_chat.jobs.worker import Worker
 
     app = _app(ctx)
     logs.setup_logging(_settings(app))
@@ -246,7 +252,7 @@ def sync_command(ctx: click.Context, days: int, limit: int | None) -> None:
     """Pull Twilio's message list, store what is missing, and answer texts missed while down."""
     from datetime import timedelta
 
-    from .models import utcnow
+    from twilio_chat.db.models import utcnow
 
     app = _app(ctx)
     result = sync.sync(
@@ -278,7 +284,7 @@ def simulate(
     url: str | None,
 ) -> None:
     """Text the running server from a simulated phone: a signed inbound webhook, as Twilio sends."""
-    from .sandbox.state import inbound_form, new_sid
+    from twilio_chat.sandbox.state import inbound_form, new_sid
 
     app = _app(ctx)
     settings = _settings(app)
@@ -379,7 +385,7 @@ def revoke_token(ctx: click.Context, token_id: int) -> None:
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check the set-up: settings, database, Twilio, webhooks, public URL and OpenAI."""
-    from . import doctor as checks
+    from twilio_chat.ops import doctor as checks
 
     root = ctx.find_root()
     if isinstance(root.obj, Flask):

@@ -11,7 +11,7 @@
 Callers import from the package; the modules are how it is read.
 """
 
-from .inbound import (
+from twilio_chat.messaging.inbound import (
     InboundFields,
     InboundResult,
     changes_opt_outs,
@@ -22,8 +22,15 @@ from .inbound import (
     store_inbound_batch,
     store_plain_batch,
 )
-from .outbound import HUMAN_SOURCES, Sender, SendRequest, mark_read, send, validate_send
-from .shared import (
+from twilio_chat.messaging.outbound import (
+    HUMAN_SOURCES,
+    Sender,
+    SendRequest,
+    mark_read,
+    send,
+    validate_send,
+)
+from twilio_chat.messaging.shared import (
     HELP_KEYWORDS,
     MAX_BODY,
     MAX_MEDIA,
@@ -39,7 +46,7 @@ from .shared import (
     set_opt_out,
     touch_contact,
 )
-from .status import record_status
+from twilio_chat.messaging.status import record_status
 
 __all__ = [
     "HELP_KEYWORDS",

@@ -12,11 +12,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-from .. import jobs, replies
-from ..db import CountedStatement, Database, DriverStatement, per_driver, row_binds, upsert_into
-from ..models import as_utc, utcnow
-from ..settings import Settings, is_e164
-from .shared import (
+from twilio_chat.db.engine import (
+    CountedStatement,
+    Database,
+    DriverStatement,
+    per_driver,
+    row_binds,
+    upsert_into,
+)
+from twilio_chat.db.models import as_utc, utcnow
+from twilio_chat.jobs import queue as jobs
+from twilio_chat.messaging.shared import (
     CONTACT_KEYS,
     CONTACTS,
     MAX_MEDIA,
@@ -28,6 +34,8 @@ from .shared import (
     summary_statement,
     to_int,
 )
+from twilio_chat.replies import policy as replies
+from twilio_chat.settings import Settings, is_e164
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from ..db import Database, DriverStatement, per_driver
-from ..errors import N_, InvalidInput, OptedOut, Upstream
-from ..metrics import SENDS
-from ..models import Contact, Message, utcnow
-from ..segments import count_segments
-from ..settings import Settings, is_e164
-from ..twilio_gateway import RemoteMessage, TwilioError, TwilioGateway
-from .shared import (
+from twilio_chat.db.engine import Database, DriverStatement, per_driver
+from twilio_chat.db.models import Contact, Message, utcnow
+from twilio_chat.errors import N_, InvalidInput, OptedOut, Upstream
+from twilio_chat.messaging.shared import (
     MAX_BODY,
     MAX_MEDIA,
     MESSAGES,
@@ -29,6 +25,10 @@ from .shared import (
     set_opt_out,
     summary_statement,
 )
+from twilio_chat.ops.metrics import SENDS
+from twilio_chat.settings import Settings, is_e164
+from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
+from twilio_chat.twilio.segments import count_segments
 
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")  # a Twilio sid: two letters, 32 hex digits
 

@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-from ..db import CountedStatement, DriverStatement, per_driver, upsert_into
-from ..models import Contact, Message, OptOut, StatusEvent, utcnow
-from ..twilio_errors import describe_error
+from twilio_chat.db.engine import CountedStatement, DriverStatement, per_driver, upsert_into
+from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, utcnow
+from twilio_chat.twilio.errors import describe_error
 
 # The tables, for the hot path's Core statements (no ORM unit of work per webhook).
 MESSAGES = cast(Table, Message.__table__)

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Dialect
 
-from ..db import Database, DriverStatement, per_driver
-from ..models import utcnow
-from ..twilio_errors import describe_error
-from .shared import MESSAGES, STATUS_EVENTS, moves_forward, to_int
+from twilio_chat.db.engine import Database, DriverStatement, per_driver
+from twilio_chat.db.models import utcnow
+from twilio_chat.messaging.shared import MESSAGES, STATUS_EVENTS, moves_forward, to_int
+from twilio_chat.twilio.errors import describe_error
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from ..db import get_db
-from ..twilio_gateway import get_gateway
-from .state import Sandbox
+from twilio_chat.db.engine import get_db
+from twilio_chat.sandbox.state import Sandbox
+from twilio_chat.twilio.gateway import get_gateway
 
 
 def get_sandbox(app: Flask | None = None) -> Sandbox:

@@ -13,10 +13,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..errors import AppError
-from ..web.auth import public
-from . import get_sandbox
-from .state import API_VERSION, SandboxError, inject_fault
+from twilio_chat.errors import AppError
+from twilio_chat.sandbox import get_sandbox
+from twilio_chat.sandbox.state import API_VERSION, SandboxError, inject_fault
+from twilio_chat.web.auth import public
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox/twilio")
 BASE = f"/{API_VERSION}/Accounts/<account_sid>"

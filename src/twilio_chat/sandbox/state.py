@@ -30,13 +30,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-from ..db import CountedStatement, Database, DriverStatement, per_driver
-from ..errors import N_, InvalidInput
-from ..messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
-from ..models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
-from ..segments import count_segments
-from ..settings import Settings, is_e164
-from ..twilio_gateway import TwilioGateway
+from twilio_chat.db.engine import CountedStatement, Database, DriverStatement, per_driver
+from twilio_chat.db.models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
+from twilio_chat.errors import N_, InvalidInput
+from twilio_chat.messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
+from twilio_chat.settings import Settings, is_e164
+from twilio_chat.twilio.gateway import TwilioGateway
+from twilio_chat.twilio.segments import count_segments
 
 log = logging.getLogger(__name__)
 API_VERSION = "2010-04-01"

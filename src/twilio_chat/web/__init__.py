@@ -5,7 +5,18 @@ from __future__ import annotations
 from flask import Flask
 from flask_bootstrap import Bootstrap5
 
-from . import api, auth, config_api, errors, health, i18n, live, panel, security, webhooks
+from twilio_chat.web import (
+    api,
+    auth,
+    config_api,
+    errors,
+    health,
+    i18n,
+    live,
+    panel,
+    security,
+    webhooks,
+)
 
 bootstrap = Bootstrap5()
 
@@ -25,6 +36,6 @@ def init_app(app: Flask, sandbox: bool, production: bool) -> None:
     app.register_blueprint(panel.bp)
     app.register_blueprint(health.bp)
     if sandbox:
-        from ..sandbox.routes import bp as sandbox_bp
+        from twilio_chat.sandbox.routes import bp as sandbox_bp
 
         app.register_blueprint(sandbox_bp)

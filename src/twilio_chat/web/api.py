@@ -9,15 +9,18 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.wrappers import Response
 
-from .. import audit, conversations, messaging, stats, sync
-from ..db import get_db
-from ..errors import N_, InvalidInput, NotFound
-from ..sandbox import get_sandbox
-from ..settings import Settings, is_e164
-from ..twilio_gateway import get_gateway
-from .auth import current_identity, public, requires_admin, requires_scope
-from .openapi import build_spec
-from .serialize import conversation_json, event_json, message_json
+from twilio_chat import messaging
+from twilio_chat.accounts import audit
+from twilio_chat.db.engine import get_db
+from twilio_chat.errors import N_, InvalidInput, NotFound
+from twilio_chat.inbox import conversations, stats
+from twilio_chat.messaging import sync
+from twilio_chat.sandbox import get_sandbox
+from twilio_chat.settings import Settings, is_e164
+from twilio_chat.twilio.gateway import get_gateway
+from twilio_chat.web.auth import current_identity, public, requires_admin, requires_scope
+from twilio_chat.web.openapi import build_spec
+from twilio_chat.web.serialize import conversation_json, event_json, message_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

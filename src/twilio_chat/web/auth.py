@@ -21,8 +21,8 @@ from flask.wrappers import Response as FlaskResponse
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
-from ..db import get_db
-from ..users import Identity, load_identity, verify_token
+from twilio_chat.accounts.users import Identity, load_identity, verify_token
+from twilio_chat.db.engine import get_db
 
 F = TypeVar("F", bound=Callable[..., Any])
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -5,12 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from werkzeug.wrappers import Response
 
-from .. import ai, audit, conversations, reply_config
-from ..db import get_db
-from ..errors import AppError, InvalidInput
-from ..settings import Settings, is_e164
-from .api import json_body, str_field
-from .auth import requires_scope
+from twilio_chat.accounts import audit
+from twilio_chat.db.engine import get_db
+from twilio_chat.errors import AppError, InvalidInput
+from twilio_chat.inbox import conversations
+from twilio_chat.replies import ai
+from twilio_chat.replies import config as reply_config
+from twilio_chat.settings import Settings, is_e164
+from twilio_chat.web.api import json_body, str_field
+from twilio_chat.web.auth import requires_scope
 
 bp = Blueprint("config_api", __name__, url_prefix="/api")
 

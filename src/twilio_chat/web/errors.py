@@ -9,8 +9,8 @@ from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from ..errors import AppError, Upstream
-from .i18n import current_language
+from twilio_chat.errors import AppError, Upstream
+from twilio_chat.web.i18n import current_language
 
 log = logging.getLogger(__name__)
 

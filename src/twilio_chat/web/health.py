@@ -7,11 +7,11 @@ from datetime import timedelta
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select, text
 
-from .. import metrics
-from ..db import get_db
-from ..migrate import is_current
-from ..models import WorkerHeartbeat, utcnow
-from .auth import public, requires_scope
+from twilio_chat.db.engine import get_db
+from twilio_chat.db.migrate import is_current
+from twilio_chat.db.models import WorkerHeartbeat, utcnow
+from twilio_chat.ops import metrics
+from twilio_chat.web.auth import public, requires_scope
 
 bp = Blueprint("health", __name__)
 HEARTBEAT_FRESH = timedelta(seconds=60)

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, redirect, request
 from flask_babel import Babel, get_locale
 from werkzeug.wrappers import Response
 
-from .auth import public
+from twilio_chat.web.auth import public
 
 LANGUAGES = {"en": "English", "pl": "Polski"}
 COOKIE = "lang"
@@ -34,7 +34,7 @@ def current_language() -> str:
 @public("only sets a language cookie")
 def switch(code: str) -> Response:
     """Remember the chosen language and go back."""
-    from .panel import safe_next
+    from twilio_chat.web.panel import safe_next
 
     answer = redirect(safe_next(request.args.get("next")))
     if code in LANGUAGES:

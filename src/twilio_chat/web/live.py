@@ -15,12 +15,12 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
-from .. import conversations
-from ..db import get_db
-from ..errors import InvalidInput
-from .api import int_arg
-from .auth import requires_scope
-from .serialize import message_json
+from twilio_chat.db.engine import get_db
+from twilio_chat.errors import InvalidInput
+from twilio_chat.inbox import conversations
+from twilio_chat.web.api import int_arg
+from twilio_chat.web.auth import requires_scope
+from twilio_chat.web.serialize import message_json
 
 bp = Blueprint("live", __name__, url_prefix="/api")
 CHECK_EVERY = 0.5

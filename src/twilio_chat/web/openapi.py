@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..conversations import MAX_SEARCH
-from ..messaging import STATUS_RANK
-from ..settings import Settings
+from twilio_chat.inbox.conversations import MAX_SEARCH
+from twilio_chat.messaging import STATUS_RANK
+from twilio_chat.settings import Settings
 
 ERROR = {"$ref": "#/components/responses/Error"}
 

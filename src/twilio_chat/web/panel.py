@@ -17,14 +17,17 @@ from flask import (
 from flask_babel import gettext
 from werkzeug.wrappers import Response
 
-from .. import audit, conversations, messaging, reply_config, stats, throttle
-from ..db import get_db
-from ..errors import NotFound
-from ..settings import Settings, is_e164
-from ..twilio_errors import describe_error
-from ..twilio_gateway import MediaRefused, get_gateway
-from ..users import authenticate
-from .auth import csrf_ok, csrf_token, current_identity, public, start_session
+from twilio_chat import messaging
+from twilio_chat.accounts import audit, throttle
+from twilio_chat.accounts.users import authenticate
+from twilio_chat.db.engine import get_db
+from twilio_chat.errors import NotFound
+from twilio_chat.inbox import conversations, stats
+from twilio_chat.replies import config as reply_config
+from twilio_chat.settings import Settings, is_e164
+from twilio_chat.twilio.errors import describe_error
+from twilio_chat.twilio.gateway import MediaRefused, get_gateway
+from twilio_chat.web.auth import csrf_ok, csrf_token, current_identity, public, start_session
 
 bp = Blueprint("panel", __name__)
 SIMULATOR_PHONE = "+15551230001"

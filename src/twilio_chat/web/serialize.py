@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..conversations import ConversationSummary
-from ..models import Message, StatusEvent
-from ..twilio_errors import describe_error
+from twilio_chat.db.models import Message, StatusEvent
+from twilio_chat.inbox.conversations import ConversationSummary
+from twilio_chat.twilio.errors import describe_error
 
 
 def iso(value: datetime | None) -> str | None:

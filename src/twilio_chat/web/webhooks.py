@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import messaging, spool
-from ..db import get_db
-from ..ingest import get_writer
-from ..metrics import DELIVERIES, WEBHOOKS
-from ..settings import Settings
-from ..twilio_gateway import get_gateway
-from .auth import public
+from twilio_chat import messaging
+from twilio_chat.db.engine import get_db
+from twilio_chat.messaging.ingest import get_writer
+from twilio_chat.ops.metrics import DELIVERIES, WEBHOOKS
+from twilio_chat.settings import Settings
+from twilio_chat.twilio import spool
+from twilio_chat.twilio.gateway import get_gateway
+from twilio_chat.web.auth import public
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")

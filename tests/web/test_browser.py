@@ -1,0 +1,335 @@
+"""The panel in a real browser: Debian's Chromium driven by Playwright.
+
+Each test saves screenshots of the pages it visits to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from support import Live
+
+from twilio_chat.jobs.worker import Worker
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+PHONE = "+15551230001"
+LIVE_TIMEOUT = 2000  # ms: live updates must arrive within 2 seconds
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the module."""
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def panel(live_factory: Callable[..., Live]) -> Iterator[Live]:
+    """A live app with its reply worker running, as `make run` has it."""
+    live = live_factory()
+    stop = threading.Event()
+    thread = threading.Thread(target=Worker(live.app).run, args=(stop,), daemon=True)
+    thread.start()
+    yield live
+    stop.set()
+    thread.join(5)
+
+
+def new_page(
+    browser: Browser, locale: str = "en-US", **options: Any
+) -> tuple[BrowserContext, Page]:
+    """Open a fresh context (no cookies) and page; fail the test on any console error."""
+    context = browser.new_context(locale=locale, **options)
+    page = context.new_page()
+    errors: list[str] = []
+    # Script errors and CSP violations; an HTTP error answer (e.g. a 401 page) is not one.
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.console_errors = errors  # type: ignore[attr-defined]
+    return context, page
+
+
+def shot(page: Page, name: str) -> None:
+    """Save a full-page screenshot."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Page, live: Live) -> None:
+    """Log in as the admin."""
+    page.goto(live.url + "/login")
+    page.get_by_label(re.compile("Username|Nazwa użytkownika")).fill("admin")
+    page.get_by_label(re.compile("Password|Hasło")).fill("admin-password")
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(live.url + "/")
+
+
+def no_console_errors(page: Page) -> None:
+    """Assert the page logged no errors (a CSP violation would show here)."""
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def text_app(live: Live, body: str, sender: str = PHONE) -> None:
+    """Text the app from the sandbox's phone simulator (outside the browser)."""
+    answer = live.api("POST", "/api/sandbox/simulate", json={"from": sender, "body": body})
+    assert answer.status_code == 201, answer.text
+
+
+def test_login_with_the_keyboard_and_a_wrong_password_first(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    page.goto(panel.url + "/")
+    expect(page).to_have_url(re.compile("/login"))
+    shot(page, "login")
+    page.keyboard.press("Tab")  # skip link is first; then the username field
+    page.get_by_label("Username").focus()
+    page.keyboard.type("admin")
+    page.keyboard.press("Tab")
+    page.keyboard.type("wrong-password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    expect(page.get_by_label("Username")).to_have_value("admin")
+    page.get_by_label("Password").fill("admin-password")
+    page.keyboard.press("Enter")
+    page.wait_for_url(panel.url + "/")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    shot(page, "dashboard")
+    no_console_errors(page)
+    context.close()
+
+
+def test_send_from_the_dashboard_with_the_segment_counter(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    body = page.get_by_label("Message", exact=True)
+    body.fill("Hello from the dashboard")
+    expect(page.locator("#send-counter")).to_contain_text("24 characters · 1 SMS (GSM-7")
+    body.fill("Zażółć gęślą jaźń")
+    expect(page.locator("#send-counter")).to_contain_text("UCS-2, 70 per SMS")
+    expect(page.locator("#send-counter")).to_contain_text("“ż” is not in GSM-7")
+    body.fill("Hello from the dashboard")
+    page.get_by_label("To (E.164").fill("+15557654321")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_role("status")).to_have_text("Sent.")
+    row = page.locator("#latest-messages tr", has_text="Hello from the dashboard")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("delivered", timeout=5000)
+    shot(page, "dashboard-sent")
+    no_console_errors(page)
+    context.close()
+
+
+def test_bad_input_is_shown_next_to_the_field_and_kept(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    page.get_by_label("To (E.164").fill("555-1234")
+    page.get_by_label("Message", exact=True).fill("keep me")
+    page.get_by_role("button", name="Send", exact=True).click()
+    feedback = page.locator('[data-error-for="to"]')
+    expect(feedback).to_contain_text("is not a possible phone number")
+    expect(page.get_by_label("To (E.164")).to_have_class(re.compile("is-invalid"))
+    expect(page.get_by_label("Message", exact=True)).to_have_value("keep me")
+    shot(page, "dashboard-bad-input")
+    context.close()
+
+
+def test_a_simulated_text_appears_live_and_is_answered(browser: Browser, panel: Live) -> None:
+    text_app(panel, "first text")
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    expect(page.locator(".bubble", has_text="Echo: first text")).to_be_visible()
+    page.wait_for_timeout(300)  # the page is now waiting on its long poll
+    text_app(panel, "are you live?")
+    expect(page.locator(".bubble-row.them", has_text="are you live?")).to_be_visible(
+        timeout=LIVE_TIMEOUT
+    )
+    expect(page.locator(".bubble-row.us", has_text="Echo: are you live?")).to_be_visible(
+        timeout=LIVE_TIMEOUT + 1000
+    )
+    shot(page, "chat")
+    no_console_errors(page)
+    context.close()
+
+
+def test_conversations_list_updates_live(browser: Browser, panel: Live) -> None:
+    text_app(panel, "hello")
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(panel.url + "/conversations")
+    expect(page.locator("#conversation-list")).to_contain_text(PHONE)
+    page.wait_for_timeout(300)
+    text_app(panel, "new person here", sender="+15557770001")
+    expect(page.locator("#conversation-list")).to_contain_text("+15557770001", timeout=LIVE_TIMEOUT)
+    shot(page, "conversations")
+    context.close()
+
+
+def test_reply_by_hand_pause_and_rename(browser: Browser, panel: Live) -> None:
+    text_app(panel, "question")
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    page.get_by_label("Reply").fill("A human answer")
+    page.get_by_role("button", name="Send", exact=True).click()
+    bubble = page.locator(".bubble-row.us", has_text="A human answer")
+    expect(bubble).to_be_visible(timeout=LIVE_TIMEOUT)
+    expect(bubble.locator(".tick")).to_have_text("✓✓", timeout=5000)
+    # A person took over: the pause switch is on after a reload.
+    page.reload()
+    expect(page.get_by_label("Pause automatic replies")).to_be_checked()
+    page.get_by_label("Pause automatic replies").uncheck()
+    expect(page.get_by_role("status")).to_have_text("Automatic replies resumed.")
+    page.get_by_label("Contact name").fill("Alice")
+    page.get_by_role("button", name="Save name").click()
+    expect(page.get_by_role("status")).to_have_text("Saved.")
+    conversation = panel.api("GET", f"/api/conversations/{PHONE}").json()["conversation"]
+    assert conversation["name"] == "Alice"
+    assert conversation["replies_paused"] is False
+    context.close()
+
+
+def test_a_failed_delivery_shows_its_error_text(browser: Browser, panel: Live) -> None:
+    number = "+15551230007"  # the sandbox makes numbers ending 0007 fail with 30007
+    panel.api("POST", "/api/send-message", json={"to": number, "body": "will be filtered"})
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{number}")
+    error = page.locator(".bubble-error")
+    expect(error).to_have_text("filtered by the carrier (30007)", timeout=5000)
+    expect(page.locator(".bubble .tick")).to_have_text("✗")
+    shot(page, "chat-failed")
+    context.close()
+
+
+def test_save_the_auto_reply_tab_and_see_it_answer(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(panel.url + "/auto-reply")
+    page.get_by_label("Auto-reply on").check()
+    message = page.get_by_label("Message", exact=True)
+    message.fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator('[data-error-for="message"]')).to_contain_text("1 to 640 characters")
+    message.fill("We are closed; back at 9.")
+    expect(page.locator("#auto-counter")).to_have_text("25 / 640 characters")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Saved.")
+    page.wait_for_load_state("load")
+    expect(page.locator("#auto-state")).to_have_text("On", timeout=3000)
+    shot(page, "auto-reply")
+    text_app(panel, "open?")
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    expect(page.locator(".bubble-row.us", has_text="We are closed; back at 9.")).to_be_visible(
+        timeout=LIVE_TIMEOUT + 1000
+    )
+    context.close()
+
+
+def test_ai_tab_saves_and_test_connection_says_why_it_failed(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(panel.url + "/ai")
+    expect(page.get_by_text("Not set")).to_have_count(0)  # only a placeholder
+    page.get_by_label("Model", exact=True).fill("my-model")
+    page.get_by_label("Temperature (0–2)").fill("3")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator('[data-error-for="temperature"]')).to_contain_text("from 0 to 2")
+    page.get_by_label("Temperature (0–2)").fill("0.5")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Saved.")
+    page.wait_for_timeout(600)  # the tab reloads to show where each value comes from
+    expect(page.get_by_label("Model", exact=True)).to_have_value("my-model")
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_role("status")).to_contain_text("no OpenAI API key is set")
+    shot(page, "ai")
+    config = panel.api("GET", "/api/ai/config").json()
+    assert (config["model"], config["temperature"]) == ("my-model", 0.5)
+    no_console_errors(page)
+    context.close()
+
+
+def test_the_phone_simulator(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(panel.url + "/simulator")
+    page.get_by_label("Text from this phone").fill("hi from the simulator")
+    page.get_by_role("button", name="Text the app").click()
+    screen = page.locator(".phone-screen")
+    expect(screen).to_contain_text("hi from the simulator", timeout=LIVE_TIMEOUT)
+    expect(screen).to_contain_text("Echo: hi from the simulator", timeout=LIVE_TIMEOUT + 1000)
+    shot(page, "simulator")
+    context.close()
+
+
+def test_an_mms_picture_is_shown_through_the_media_proxy(browser: Browser, panel: Live) -> None:
+    sample = f"{panel.settings.api_base_url}/media/sample.png"
+    answer = panel.api(
+        "POST",
+        "/api/sandbox/simulate",
+        json={"from": PHONE, "body": "look", "media_urls": [sample]},
+    )
+    assert answer.status_code == 201
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    image = page.locator("img.bubble-media")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.naturalWidth") == 64
+    context.close()
+
+
+def test_polish(browser: Browser, panel: Live) -> None:
+    context, page = new_page(browser, locale="pl-PL")
+    login(page, panel)
+    expect(page.get_by_role("link", name="Auto-odpowiedź")).to_be_visible()
+    page.goto(panel.url + "/ai")
+    expect(page.get_by_role("button", name="Przetestuj połączenie")).to_be_visible()
+    page.get_by_label("Temperatura (0–2)").fill("9")
+    page.get_by_role("button", name="Zapisz").click()
+    expect(page.locator('[data-error-for="temperature"]')).to_have_text(
+        "Temperatura musi być liczbą od 0 do 2."
+    )
+    shot(page, "ai-pl")
+    # The navbar switch wins over the browser's language.
+    page.get_by_role("link", name="English").click()
+    expect(page.get_by_role("button", name="Test connection")).to_be_visible()
+    context.close()
+
+
+def test_usable_on_a_375_pixel_phone(browser: Browser, panel: Live) -> None:
+    text_app(panel, "small screen")
+    context, page = new_page(browser, viewport={"width": 375, "height": 740})
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
+    expect(page.get_by_label("Reply")).to_be_visible()
+    shot(page, "chat-375px")
+    page.goto(panel.url + "/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    shot(page, "dashboard-375px")
+    context.close()
