@@ -88,49 +88,11 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-def when_ready(server: Any) -> None:
-    """Start the inbound writer process beside the workers (SQLite on Linux; ingest_process.py).
-
-    It stores every web process's inbound texts in one place and starts again if it ends; while
-    it is away, each web process stores its texts itself. Started here, before any worker is
-    forked.
-    """
-    from twilio_chat.messaging import ingest_process
-
-    app_uri = str(getattr(server.app, "app_uri", "") or "")
-    if app_uri.partition(":")[0] != "twilio_chat.wsgi":
-        return  # another app under this config (bench/bare.py, the ceiling): not ours to store
-    server.inbound_writer = ingest_process.start(_settings)
-
-
 def on_exit(server: Any) -> None:
-    """Stop the inbound writer process; remove the metrics folder made here (not a named one)."""
-    from twilio_chat.messaging import ingest_process
-
-    ingest_process.stop(getattr(server, "inbound_writer", None))
+    """Remove the metrics folder made here (not a named one)."""
     folder = Path(_metrics_dir)
     if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(_METRICS_PREFIX):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def post_fork(server: Any, worker: Any) -> None:
-    """Run the worker process's threads under SCHED_BATCH (Linux), which they all inherit.
-
-    A web process's request threads share one interpreter lock and wake many times a request
-    (its arrival, the inbound writer process's answer, the lock handed back). Under the default
-    policy each wake-up may preempt the thread that runs, most often one of the same process
-    holding that lock, which then waits for it back: a switch that does no work. SCHED_BATCH
-    keeps the priority and the nice value and only gives up that preemption. The inbound writer
-    process, started by the master, keeps the default policy, so its wake-ups still come first:
-    every text waits for it. Needs no privilege; where it is refused, the default stays.
-    """
-    set_policy = getattr(os, "sched_setscheduler", None)  # Linux only
-    if set_policy is None:
-        return
-    try:
-        set_policy(0, os.SCHED_BATCH, os.sched_param(0))
-    except OSError as exc:
-        server.log.warning("worker %s keeps the default scheduling policy: %s", worker.pid, exc)
 
 
 def post_worker_init(worker: Any) -> None:

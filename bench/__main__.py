@@ -20,6 +20,7 @@ SETTLE_SECONDS = 90  # but no longer than this
 # name -> (module, its arguments)
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "ingest": ("bench.ingest", []),
+    "ingest-postgresql": ("bench.ingest", ["--database", "postgresql"]),
     "reply-latency": ("bench.latency", []),
     "million-sqlite": ("bench.million", ["--database", "sqlite"]),
     "million-postgresql": ("bench.million", ["--database", "postgresql"]),
@@ -52,8 +53,8 @@ def main() -> int:
     names = [] if args.table else (args.names or list(BENCHMARKS))
     failed = []
     for position, name in enumerate(names):
-        if name == "million-postgresql" and not os.environ.get("TEST_DATABASE_URL"):
-            log("million-postgresql: skipped, TEST_DATABASE_URL is not set")
+        if name.endswith("-postgresql") and not os.environ.get("TEST_DATABASE_URL"):
+            log(f"{name}: skipped, TEST_DATABASE_URL is not set")
             continue
         module, extra = BENCHMARKS[name]
         if position:

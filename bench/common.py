@@ -167,8 +167,7 @@ class Server:
         raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
 
     def worker_pids(self) -> list[int]:
-        """Return the pids of the server's descendants: gunicorn's workers first, then the
-        inbound writer process and the process it forks to serve."""
+        """Return the pids of the server's descendants (gunicorn's workers)."""
         found: list[int] = []
         parents = [self.popen.pid]
         while parents:
@@ -180,8 +179,7 @@ class Server:
                     continue
                 found += children
                 parents += children
-        # The master starts the writer process before it forks its workers: workers first.
-        return sorted(found, key=lambda pid: b"ingest_process" in _cmdline(pid))
+        return found
 
     def tail(self, lines: int = 40) -> str:
         """Return the last lines of the server's log."""

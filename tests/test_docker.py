@@ -210,30 +210,6 @@ def test_gunicorn_config_makes_and_removes_a_private_metrics_folder(
     assert not folder.exists()
 
 
-def test_gunicorn_config_starts_the_inbound_writer_process_for_the_app_only(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from types import SimpleNamespace
-
-    from twilio_chat.messaging import ingest_process
-
-    config = _gunicorn_config(monkeypatch, tmp_path, DB_PATH=str(tmp_path / "app.db"))
-    started: list[str] = []
-    monkeypatch.setattr(ingest_process, "start", lambda s: started.append(s.db_path) or "proc")
-    stopped: list[Any] = []
-    monkeypatch.setattr(ingest_process, "stop", stopped.append)
-
-    ceiling = SimpleNamespace(app=SimpleNamespace(app_uri="bench.bare:app"))
-    config["when_ready"](ceiling)  # another app under this config: nothing of ours to store
-    assert started == [] and not hasattr(ceiling, "inbound_writer")
-
-    ours = SimpleNamespace(app=SimpleNamespace(app_uri="twilio_chat.wsgi:app"))
-    config["when_ready"](ours)
-    assert started == [str(tmp_path / "app.db")] and ours.inbound_writer == "proc"
-    config["on_exit"](ours)
-    assert stopped == ["proc"]
-
-
 def test_gunicorn_config_keeps_a_named_metrics_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

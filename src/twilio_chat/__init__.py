@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -15,35 +12,19 @@ __all__ = ["create_app"]
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
-class App(Flask):
-    """Flask, asking once per function whether it is a coroutine function, not per request."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Return the function Flask runs for `func` (itself, unless it is async), remembered.
-
-        Flask inspects every hook and view this way on every request; the answer never changes.
-        """
-        found = self._sync.get(func)
-        if found is None:
-            found = super().ensure_sync(func)
-            if len(self._sync) < 4096:  # hooks and views: a fixed set, but never unbounded
-                self._sync[func] = found
-        return found
-
-
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app for these settings: wiring only, no I/O, no threads."""
     from twilio_chat import web
     from twilio_chat.db import engine as db
+    from twilio_chat.inbox import tasks as inbox_tasks
+    from twilio_chat.jobs import tasks
+    from twilio_chat.messaging import tasks as messaging_tasks
     from twilio_chat.ops import logs
+    from twilio_chat.replies import tasks as reply_tasks
     from twilio_chat.twilio import gateway as twilio_gateway
 
     settings = settings or load_settings()
-    app = App(__name__, template_folder="web/templates", static_folder="web/static")
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.extensions["settings"] = settings
     production = settings.app_env == "production"
     app.config.update(
@@ -63,5 +44,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.init_app(app, settings)
     db.init_app(app, settings)
     twilio_gateway.init_app(app, settings)
+    tasks.init_app(app, [reply_tasks.TASKS, messaging_tasks.TASKS, inbox_tasks.TASKS])
     web.init_app(app, sandbox=settings.sandbox, production=production)
     return app

@@ -17,7 +17,7 @@ from twilio_chat.accounts import audit, users
 from twilio_chat.db import migrate
 from twilio_chat.db.engine import get_db
 from twilio_chat.errors import AppError
-from twilio_chat.messaging import sync
+from twilio_chat.inbox import sync
 from twilio_chat.ops import logs
 from twilio_chat.replies import ai
 from twilio_chat.replies import config as reply_config

@@ -188,6 +188,7 @@ def test_a_try_that_failed_before_twilio_is_sent_on_retry(live: Live) -> None:
 
 def test_a_worker_that_lost_its_lease_does_not_send(live: Live) -> None:
     from twilio_chat.jobs.worker import Worker
+    from twilio_chat.replies.tasks import reply
 
     inbound_sid(live, "slow worker")
     stale = Worker(live.app, name="stale")
@@ -196,6 +197,6 @@ def test_a_worker_that_lost_its_lease_does_not_send(live: Live) -> None:
     # Its lease ran out and another worker took the job over meanwhile.
     with live.db.session() as session:
         session.execute(update(Job).values(locked_by="successor"))
-    stale._reply(claimed)
+    reply(stale, claimed)
     assert sandbox_sends(live) == []
     assert jobs.renew(live.db, claimed.id, "successor", 60)

@@ -16,6 +16,7 @@ from support import PHONE, Live, inbound_sid, sandbox_sends, wait_for
 from twilio_chat.db.models import Job, utcnow
 from twilio_chat.jobs import queue as jobs
 from twilio_chat.jobs.worker import Worker
+from twilio_chat.replies.tasks import reply
 
 
 @contextmanager
@@ -145,31 +146,6 @@ def test_has_runnable_sees_due_jobs_and_expired_leases_only(live: Live) -> None:
     assert not jobs.has_runnable(live.db)  # a retry not yet due
 
 
-# One transaction between jobs --------------------------------------------------------------------
-
-
-def test_complete_and_claim_finishes_one_job_and_claims_the_next(live: Live) -> None:
-    enqueue_sync(live)
-    enqueue_sync(live)
-    first = jobs.claim(live.db, "w", lease_seconds=60)
-    assert first is not None
-    second = jobs.complete_and_claim(live.db, first.id, "w", lease_seconds=60)
-    assert second is not None and second.id != first.id and second.attempt == 1
-    assert statuses(live) == ["done", "running"]
-    assert jobs.complete_and_claim(live.db, second.id, "w", lease_seconds=60) is None
-    assert statuses(live) == ["done", "done"]
-
-
-def test_complete_and_claim_does_not_complete_a_job_held_by_another(live: Live) -> None:
-    enqueue_sync(live)
-    first = jobs.claim(live.db, "old", lease_seconds=60)
-    assert first is not None
-    with live.db.session() as session:
-        session.execute(update(Job).values(locked_by="successor"))
-    assert jobs.complete_and_claim(live.db, first.id, "old", lease_seconds=60) is None
-    assert statuses(live) == ["running"]
-
-
 def test_a_worker_loop_runs_every_queued_text_and_leaves_none_claimed(live: Live) -> None:
     for i in range(3):
         live.api("POST", "/api/sandbox/simulate", json={"from": PHONE, "body": f"text {i}"})
@@ -177,27 +153,6 @@ def test_a_worker_loop_runs_every_queued_text_and_leaves_none_claimed(live: Live
     with running(worker):
         wait_for(lambda: statuses(live) == ["done"] * 3, timeout=20)
     assert sorted(m["body"] for m in sandbox_sends(live)) == [f"Echo: text {i}" for i in range(3)]
-
-
-def test_a_job_claimed_with_the_last_completion_is_given_back_on_stop(live: Live) -> None:
-    enqueue_sync(live)
-    worker = Worker(live.app, name="stopping")
-    held = jobs.claim(live.db, worker.id, lease_seconds=60)
-    assert held is not None
-    worker._next = held  # claimed with its predecessor's completion, then told to stop
-    worker._give_back()
-    with live.db.read() as session:
-        job = session.get_one(Job, held.id)
-    assert (job.status, job.attempts, job.locked_by, job.lease_until) == ("queued", 0, None, None)
-    assert jobs.claim(live.db, "next-worker", lease_seconds=60) is not None
-
-
-def test_release_leaves_a_job_another_worker_holds_alone(live: Live) -> None:
-    enqueue_sync(live)
-    held = jobs.claim(live.db, "holder", lease_seconds=60)
-    assert held is not None
-    jobs.release(live.db, held.id, "someone-else")
-    assert statuses(live) == ["running"]
 
 
 # Leases ------------------------------------------------------------------------------------------
@@ -236,6 +191,6 @@ def test_a_reply_claimed_long_ago_renews_its_lease_before_sending(
     claimed = jobs.claim(live.db, worker.id, lease_seconds=60)
     assert claimed is not None
     worker._claimed = (claimed.id, time.monotonic() - 40)  # e.g. a slow AI answer since
-    worker._reply(claimed)
+    reply(worker, claimed)
     assert renewed == [1]
     assert len(sandbox_sends(live)) == 1

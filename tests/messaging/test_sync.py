@@ -155,8 +155,8 @@ def test_the_worker_runs_the_periodic_sync(live_factory: object) -> None:
     reply_config.note_start(live.db, live.settings)
     sid = missed_text(live, "while you were out", utcnow() + timedelta(seconds=1))
     worker = Worker(live.app, name="sync-worker")
-    worker.schedule_sync()
-    worker.schedule_sync()  # not due again yet: one job
+    worker.run_chore("schedule-sync")
+    worker.run_chore("schedule-sync")  # not due again yet: one job
     with live.db.read() as session:
         assert [j.kind for j in session.scalars(select(Job))] == ["sync"]
     assert worker.run_once()  # the sync
@@ -167,7 +167,7 @@ def test_the_worker_runs_the_periodic_sync(live_factory: object) -> None:
 
 def test_the_periodic_sync_is_off_in_sandbox_mode_by_default(live: Live) -> None:
     worker = Worker(live.app)
-    worker.schedule_sync()
+    worker.run_chore("schedule-sync")
     with live.db.read() as session:
         assert session.scalars(select(Job)).all() == []
 

@@ -450,7 +450,7 @@ def test_webhooks_are_spooled_while_the_database_is_away_and_stored_once_later(
     # A worker of an app whose database works, sharing the spool, stores them.
     live = live_factory(SPOOL_DIR=str(folder))
     worker = Worker(live.app, name="spool-worker")
-    result = worker.replay_spool(force=True)
+    result = worker.run_chore("spool-replay", force=True)
     assert result is not None and (result.replayed, result.set_aside) == (8, 0)
     assert not spool.pending(folder)
     sids = [t["MessageSid"] for t in texts]
@@ -478,7 +478,7 @@ def test_webhooks_are_spooled_while_the_database_is_away_and_stored_once_later(
 
     # The same webhooks spooled and replayed again change nothing.
     post_everything()
-    again = worker.replay_spool(force=True)
+    again = worker.run_chore("spool-replay", force=True)
     assert again is not None and again.replayed == 8
     assert stored() == Counter(sids)
     assert live.run_jobs() == 0

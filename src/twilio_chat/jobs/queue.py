@@ -16,7 +16,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Table,
     and_,
     bindparam,
@@ -26,16 +25,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql import Executable
 
 from twilio_chat.db.engine import (
-    CountedStatement,
     Database,
-    DriverStatement,
-    per_driver,
-    row_binds,
     upsert_into,
 )
 from twilio_chat.db.models import Job, utcnow
@@ -65,28 +59,13 @@ def enqueue_many(
 ) -> int:
     """Add jobs (payload, unique key) in the caller's transaction; return how many were new.
 
-    This process's workers are woken once the caller commits.
+    A job whose unique key exists already is left out (ON CONFLICT, no savepoint). This
+    process's workers are woken once the caller commits.
     """
-    added = insert_jobs(session.connection(), kind, items, max_attempts)
-    if added:
-        wake_after_commit(session)
-    return added
-
-
-def insert_jobs(
-    conn: Connection,
-    kind: str,
-    items: Sequence[tuple[dict[str, Any], str | None]],
-    max_attempts: int = 5,
-) -> int:
-    """Add jobs in the transaction of a Core connection; return how many were new.
-
-    No savepoint: ON CONFLICT keeps out a job whose key exists. The jobs go in with one insert
-    per JOB_ROWS of them, run on the driver's cursor (`CountedStatement`): this is on every
-    inbound webhook's path, inside SQLite's write lock. Nobody is woken: the caller calls
-    `notify_enqueued` once it has committed (`enqueue_many` does it for a session).
-    """
+    if not items:
+        return 0
     now = utcnow()
+    table = cast(Table, Job.__table__)
     rows = [
         {
             "kind": kind,
@@ -100,34 +79,15 @@ def insert_jobs(
         }
         for payload, unique_key in items
     ]
-    if not rows:
-        return 0
-    insert = _insert_jobs(conn.dialect)
-    return sum(
-        len(insert.run(conn, rows[start : start + JOB_ROWS]))
-        for start in range(0, len(rows), JOB_ROWS)
+    insert = upsert_into(session.get_bind().dialect.name, table).values(rows)
+    added = len(
+        session.execute(
+            insert.on_conflict_do_nothing(index_elements=[table.c.unique_key]).returning(table.c.id)
+        ).all()
     )
-
-
-JOB_ROWS = 64  # the most jobs one insert adds (more go in parts)
-JOB_KEYS = ["kind", "payload", "unique_key", "max_attempts", "status", "attempts", "run_at"]
-
-
-@per_driver
-def _insert_jobs(dialect: Dialect) -> CountedStatement:
-    """The INSERT of jobs that skips a duplicate unique_key (compiled once per driver and count)."""
-    table = cast(Table, Job.__table__)
-
-    def insert(n: int) -> ClauseElement:
-        rows = [row_binds(table, [*JOB_KEYS, "created_at"], i) for i in range(n)]
-        return (
-            upsert_into(dialect.name, table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[table.c.unique_key])
-            .returning(table.c.id)
-        )
-
-    return CountedStatement(dialect, insert)
+    if added:
+        wake_after_commit(session)
+    return added
 
 
 @dataclass(frozen=True)
@@ -159,15 +119,6 @@ def has_runnable(db: Database) -> bool:
 def claim(db: Database, worker_id: str, lease_seconds: int) -> ClaimedJob | None:
     """Claim the oldest runnable job (queued and due, or running with an expired lease)."""
     with db.session() as session:
-        return _claim(session, worker_id, lease_seconds)
-
-
-def complete_and_claim(
-    db: Database, job_id: int, worker_id: str, lease_seconds: int
-) -> ClaimedJob | None:
-    """Mark a job done (as `complete`) and claim the next one, in one write transaction."""
-    with db.session() as session:
-        _complete(session, job_id, worker_id)
         return _claim(session, worker_id, lease_seconds)
 
 
@@ -242,39 +193,11 @@ def complete(db: Database, job_id: int, worker_id: str) -> None:
 
 def _complete(session: Session, job_id: int, worker_id: str) -> None:
     """Mark a job done in the session's transaction, if this worker still holds it."""
-    conn = session.connection()
-    _complete_statement(conn.dialect).run(
-        conn, {"id": job_id, "worker_id": worker_id, "finished_at": utcnow()}
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id)
+        .values(status="done", finished_at=utcnow(), lease_until=None)
     )
-
-
-@per_driver
-def _complete_statement(dialect: Dialect) -> DriverStatement:
-    """The UPDATE that marks a job done (compiled once per driver: one per job run)."""
-    table = cast(Table, Job.__table__)
-    c = table.c
-    done = (
-        update(table)
-        .where(c.id == bindparam("id"), c.locked_by == bindparam("worker_id"))
-        .values(
-            status="done",
-            finished_at=bindparam("finished_at", type_=c.finished_at.type),
-            lease_until=None,
-        )
-    )
-    return DriverStatement(done, dialect, [])
-
-
-def release(db: Database, job_id: int, worker_id: str) -> None:
-    """Give back a job this worker claimed but never started: queued again, its try undone."""
-    table = cast(Table, Job.__table__)
-    c = table.c
-    with db.session() as session:
-        session.connection().execute(
-            update(table)
-            .where(c.id == job_id, c.locked_by == worker_id, c.status == "running")
-            .values(status="queued", attempts=c.attempts - 1, locked_by=None, lease_until=None)
-        )
 
 
 def backoff_seconds(attempt: int, base: float) -> float:

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from twilio_chat.db.engine import Database, DriverStatement, per_driver
-from twilio_chat.db.models import Contact, Message, utcnow
+from twilio_chat.db.engine import Database
+from twilio_chat.db.models import Contact, Message, StatusEvent, utcnow
 from twilio_chat.errors import N_, InvalidInput, OptedOut, Upstream
 from twilio_chat.messaging.shared import (
     MAX_BODY,
     MAX_MEDIA,
-    MESSAGES,
-    STATUS_EVENTS,
     advance_status,
+    count_on_conversation,
     get_or_create_contact,
     is_opted_out,
     set_opt_out,
-    summary_statement,
 )
 from twilio_chat.ops.metrics import SENDS
 from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
 from twilio_chat.twilio.segments import count_segments
 
+log = logging.getLogger(__name__)
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")  # a Twilio sid: two letters, 32 hex digits
 
 
@@ -146,68 +145,19 @@ def _create_outbound(
 ) -> tuple[Message, bool]:
     """Write the outbound row; or return the reply row a previous try wrote (created False)."""
     if req.reply_to_sid is not None:
-        conn = session.connection()
-        found = _send_statements(conn.dialect).reply_to.run(conn, {"sid": req.reply_to_sid})
-        if found:
-            return session.get_one(Message, found[0][0]), False
+        earlier = session.scalar(select(Message).where(Message.reply_to_sid == req.reply_to_sid))
+        if earlier is not None:
+            return earlier, False
     now = utcnow()
-    row = _outbound_row(req, sender, now)
-    # On the driver's cursor, as an inbound text is stored (a reply job writes one per text):
-    # the row, then its conversation's summary (the inbound path's upsert, nothing unread).
-    conn = session.connection()
-    ((message_id,),) = _send_statements(conn.dialect).outbound.run(conn, row)
-    summary_statement(conn.dialect).run(
-        conn,
-        {
-            "number": req.to,
-            "unread_count": 0,
-            "last_message_id": message_id,
-            "last_message_at": now,
-            "created_at": now,
-        },
-    )
-    # What send() reads of it; the caller gets the stored row back (_record_sent).
-    message = Message(id=message_id, **row)  # sid, error_code and the rest: None
+    message = Message(**_outbound_row(req, sender, now))
+    session.add(message)
+    session.flush()  # its id, for the conversation's summary and the status callback's URL
+    count_on_conversation(session, req.to, message.id, now, unread=False)
     if req.source in HUMAN_SOURCES and settings.ai_human_pause_minutes:
         # A person took over: automatic replies pause in this conversation.
         contact = get_or_create_contact(session, req.to)
-        contact.replies_paused_until = utcnow() + timedelta(minutes=settings.ai_human_pause_minutes)
+        contact.replies_paused_until = now + timedelta(minutes=settings.ai_human_pause_minutes)
     return message, True
-
-
-@dataclass(frozen=True)
-class _SendStatements:
-    reply_to: DriverStatement
-    outbound: DriverStatement
-    pending_events: DriverStatement
-    attach_events: DriverStatement
-
-
-@per_driver
-def _send_statements(dialect: Dialect) -> _SendStatements:
-    """Build and compile a send's statements (once per database driver): every reply job
-    runs them, and on the driver's cursor they cost a fraction of the ORM's per-statement
-    work."""
-    m, e = MESSAGES.c, STATUS_EVENTS.c
-    unattached = (e.message_sid == bindparam("sid"), e.message_id.is_(None))
-    return _SendStatements(
-        reply_to=DriverStatement(
-            select(m.id).where(m.reply_to_sid == bindparam("sid")), dialect, []
-        ),
-        outbound=DriverStatement(
-            MESSAGES.insert().returning(m.id),
-            dialect,
-            list(_outbound_row(SendRequest(to=""), Sender(None, None), utcnow())),
-        ),
-        pending_events=DriverStatement(
-            select(e.status, e.error_code).where(*unattached).order_by(e.id), dialect, []
-        ),
-        attach_events=DriverStatement(
-            update(STATUS_EVENTS).where(*unattached).values(message_id=bindparam("id")),
-            dialect,
-            [],
-        ),
-    )
 
 
 def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequest) -> Message:
@@ -255,12 +205,15 @@ def send(db: Database, gateway: TwilioGateway, settings: Settings, req: SendRequ
         )
     except TwilioError as exc:
         SENDS.labels("refused", str(exc.code or "")).inc()
+        log.warning("send to %s refused by Twilio: %s (%s)", req.to, exc.message, exc.code)
         _record_failure(db, message_id, sender, req.to, exc, keep_pending=not req.final_try)
         raise Upstream(
             N_("Twilio refused the message: %(reason)s"), exc.code, exc.status, reason=exc.message
         ) from None
     SENDS.labels(remote.status, "").inc()
-    return _record_sent(db, message_id, remote)
+    message = _record_sent(db, message_id, remote)
+    log.info("sent %s to %s: %s", message.sid, req.to, message.status)
+    return message
 
 
 def _find_earlier_send(
@@ -322,11 +275,11 @@ def mark_read(db: Database, number: str) -> None:
 
 def _attach_pending_events(session: Session, message: Message) -> None:
     """Match status callbacks that arrived before we knew the message's sid."""
-    conn = session.connection()
-    st = _send_statements(conn.dialect)
-    events = st.pending_events.run(conn, {"sid": message.sid})
-    if not events:
-        return
-    st.attach_events.run(conn, {"sid": message.sid, "id": message.id})
-    for status, error_code in events:
-        advance_status(message, status, error_code)
+    events = session.scalars(
+        select(StatusEvent)
+        .where(StatusEvent.message_sid == message.sid, StatusEvent.message_id.is_(None))
+        .order_by(StatusEvent.id)
+    ).all()
+    for event in events:
+        event.message_id = message.id
+        advance_status(message, event.status, event.error_code)

@@ -3,19 +3,19 @@ order, the conversations' summaries and the opt-out ledger."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, case, or_, select
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Table, case, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
 
-from twilio_chat.db.engine import CountedStatement, DriverStatement, per_driver, upsert_into
-from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, utcnow
+from twilio_chat.db.engine import upsert_into
+from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, as_utc, utcnow
+from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.errors import describe_error
 
-# The tables, for the hot path's Core statements (no ORM unit of work per webhook).
+# The tables, for the Core statements that store a row once under concurrency (ON CONFLICT).
 MESSAGES = cast(Table, Message.__table__)
 CONTACTS = cast(Table, Contact.__table__)
 OPT_OUTS = cast(Table, OptOut.__table__)
@@ -99,51 +99,38 @@ def get_or_create_contact(session: Session, number: str) -> Contact:
     return contact
 
 
-def touch_contact(session: Session, message: Message, unread: bool) -> None:
-    """Update the conversation summary for a newly stored message."""
-    contact = get_or_create_contact(session, message.contact_number)
-    if contact.last_message_at is None or message.created_at >= contact.last_message_at:
-        contact.last_message_id = message.id
-        contact.last_message_at = message.created_at
-    if unread:
-        contact.unread_count = (contact.unread_count or 0) + 1
+def count_on_conversation(
+    session: Session, number: str, message_id: int, at: datetime, unread: bool
+) -> datetime | None:
+    """Count a newly stored message on its conversation's summary; return its reply pause.
 
-
-CONTACT_KEYS = ["number", "unread_count", "last_message_id", "last_message_at", "created_at"]
-
-
-def contact_upsert(dialect: Dialect, rows: list[dict[str, Any]] | None = None) -> ClauseElement:
-    """Build the upsert of conversations' summaries (CONTACT_KEYS), one row each or `rows`.
-
-    Each row counts its new messages as unread and, unless they are older than the
-    conversation's last one (a spooled webhook stored late), sets its last message.
+    One upsert, safe under concurrency: the conversation is created if new, counts the message
+    as unread if it is, and takes it as its last message unless it is older than the last one
+    (a spooled or synced text stored late).
     """
-    c = CONTACTS
-    contact = upsert_into(dialect.name, c)
-    if rows is not None:
-        contact = contact.values(rows)
-    newer = or_(
-        c.c.last_message_at.is_(None), contact.excluded.last_message_at >= c.c.last_message_at
+    c = CONTACTS.c
+    insert = upsert_into(session.get_bind().dialect.name, CONTACTS).values(
+        number=number,
+        unread_count=1 if unread else 0,
+        last_message_id=message_id,
+        last_message_at=at,
+        created_at=utcnow(),
     )
-    return contact.on_conflict_do_update(
-        index_elements=[c.c.number],
+    newer = or_(c.last_message_at.is_(None), insert.excluded.last_message_at >= c.last_message_at)
+    upsert = insert.on_conflict_do_update(
+        index_elements=[c.number],
         set_={
-            "unread_count": c.c.unread_count + contact.excluded.unread_count,
+            "unread_count": c.unread_count + insert.excluded.unread_count,
             "last_message_id": case(
-                (newer, contact.excluded.last_message_id), else_=c.c.last_message_id
+                (newer, insert.excluded.last_message_id), else_=c.last_message_id
             ),
             "last_message_at": case(
-                (newer, contact.excluded.last_message_at), else_=c.c.last_message_at
+                (newer, insert.excluded.last_message_at), else_=c.last_message_at
             ),
         },
     )
-
-
-@per_driver
-def summary_statement(dialect: Dialect) -> DriverStatement:
-    """Return one conversation's summary upsert, answering its reply pause (once per driver)."""
-    upsert = cast(Any, contact_upsert(dialect)).returning(CONTACTS.c.replies_paused_until)
-    return DriverStatement(upsert, dialect, CONTACT_KEYS)
+    paused: datetime | None = session.scalar(upsert.returning(c.replies_paused_until))
+    return paused
 
 
 # Opt-out ledger ------------------------------------------------------------------------
@@ -172,24 +159,63 @@ def is_opted_out(session: Session, senders: list[str], number: str) -> bool:
     """Tell whether `number` opted out of any of these senders."""
     if not senders:
         return False
-    conn = session.connection()
-    rows = _ledger_statement(conn.dialect).run(
-        conn, [{"number": number, "sender": s} for s in senders]
+    found = session.scalar(
+        select(OptOut.id)
+        .where(OptOut.sender.in_(senders), OptOut.number == number, OptOut.opted_out.is_(True))
+        .limit(1)
     )
-    return any(opted for (opted,) in rows)
+    return found is not None
 
 
-@per_driver
-def _ledger_statement(dialect: Dialect) -> CountedStatement:
-    """Whether a number opted out of any of n senders (compiled once per driver and count)."""
-    o = OPT_OUTS.c
+# Who may be answered at all ----------------------------------------------------------------
 
-    def opted_out(n: int) -> ClauseElement:
-        senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
-        number = bindparam("number_0", type_=o.number.type)
-        return select(o.opted_out).where(o.sender.in_(senders), o.number == number)
 
-    return CountedStatement(dialect, opted_out)
+class Inbound(Protocol):
+    """What the rules read of an inbound message (a stored Message, or one being stored)."""
+
+    @property
+    def contact_number(self) -> str:
+        """Return the sender's number."""
+
+    @property
+    def our_number(self) -> str | None:
+        """Return the number it was sent to."""
+
+    @property
+    def messaging_service_sid(self) -> str | None:
+        """Return the Messaging Service it came through, if any."""
+
+
+def opt_out_senders(message: Inbound) -> list[str]:
+    """Return the ledger keys an opt-out to this message's sender is kept under."""
+    return [s for s in (message.our_number, message.messaging_service_sid) if s]
+
+
+def reason_not_to_answer(
+    settings: Settings,
+    message: Inbound,
+    keyword: str | None,
+    opted_out: bool,
+    paused_until: datetime | None,
+) -> str | None:
+    """Return why nobody may answer this inbound message automatically, or None.
+
+    Nobody answers a keyword (Twilio answers STOP, START and HELP itself), a sender that is
+    not a phone number, one of our own numbers (a loop), a sender who opted out, or a
+    conversation whose automatic replies are paused.
+    """
+    if keyword is not None:
+        return f"keyword ({keyword})"
+    number = message.contact_number
+    if not is_e164(number):
+        return "sender is not an E.164 number"
+    if number in {settings.default_from, message.our_number}:
+        return "sender is one of our own numbers"
+    if opted_out:
+        return "sender opted out"
+    if paused_until is not None and as_utc(paused_until) > utcnow():
+        return "automatic replies are paused for this conversation"
+    return None
 
 
 def to_int(value: Any, default: int) -> int:

@@ -30,10 +30,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-from twilio_chat.db.engine import CountedStatement, Database, DriverStatement, per_driver
+from twilio_chat.db.engine import Database
 from twilio_chat.db.models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
 from twilio_chat.errors import N_, InvalidInput
 from twilio_chat.messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
+from twilio_chat.sandbox._statements import CountedStatement, DriverStatement, per_driver
 from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.gateway import TwilioGateway
 from twilio_chat.twilio.segments import count_segments

@@ -13,8 +13,7 @@ from twilio_chat import messaging
 from twilio_chat.accounts import audit
 from twilio_chat.db.engine import get_db
 from twilio_chat.errors import N_, InvalidInput, NotFound
-from twilio_chat.inbox import conversations, stats
-from twilio_chat.messaging import sync
+from twilio_chat.inbox import conversations, stats, sync
 from twilio_chat.sandbox import get_sandbox
 from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.gateway import get_gateway

@@ -14,7 +14,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from twilio_chat import messaging
 from twilio_chat.db.engine import get_db
-from twilio_chat.messaging.ingest import get_writer
 from twilio_chat.ops.metrics import DELIVERIES, WEBHOOKS
 from twilio_chat.settings import Settings
 from twilio_chat.twilio import spool
@@ -95,7 +94,7 @@ def inbound() -> Response:
     form = request.form.to_dict()  # the first value of each: a MultiDict raises on a miss
     _require("inbound", form, "MessageSid", "From")
     try:
-        result = get_writer().store(messaging.inbound_fields(form))
+        result = messaging.record_inbound(get_db(), current_app.extensions["settings"], form)
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
             raise

@@ -15,7 +15,12 @@ from sqlalchemy import select
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Message, utcnow
 from twilio_chat.errors import Upstream
-from twilio_chat.messaging import InboundFields, advance_status, store_inbound, touch_contact
+from twilio_chat.messaging import (
+    InboundFields,
+    advance_status,
+    count_on_conversation,
+    store_inbound,
+)
 from twilio_chat.replies.config import mode_since
 from twilio_chat.settings import Settings
 from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
@@ -84,7 +89,7 @@ def upsert(db: Database, settings: Settings, remote: RemoteMessage, result: Sync
         )
         session.add(message)
         session.flush()
-        touch_contact(session, message, unread=False)
+        count_on_conversation(session, message.contact_number, message.id, when, unread=False)
         result.inserted += 1
 
 
