@@ -29,6 +29,7 @@ PYTEST_QUICK := $(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 PYTEST_SLOW := $(BIN)/pytest -m slow -p no:xdist
 
 test: $(STAMP) $(CHROMIUM)
+	$(BIN)/lint-imports
 	env -u TEST_DATABASE_URL $(PYTEST_QUICK)
 	env -u TEST_DATABASE_URL $(PYTEST_SLOW)
 	@if [ -n "$$TEST_DATABASE_URL" ]; then \

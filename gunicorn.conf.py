@@ -62,7 +62,7 @@ if os.path.isdir("/dev/shm"):  # noqa: S108 - only gunicorn's own heartbeat file
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 # Prometheus counters of every worker process add up when they share a folder (see
-# twilio_chat.ops.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here. prometheus_client
+# twilio_chat.telemetry.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here. prometheus_client
 # reads the variable from the environment (not .env) when a worker imports it, so it is set here,
 # in the master, before any worker starts.
 _METRICS_PREFIX = "twilio-chat-metrics-"
@@ -105,7 +105,7 @@ def post_worker_init(worker: Any) -> None:
     from flask import Flask
 
     from twilio_chat.jobs.worker import start_thread
-    from twilio_chat.ops.logs import setup_logging
+    from twilio_chat.telemetry.logs import setup_logging
 
     app = worker.wsgi
     settings = app.extensions.get("settings") if isinstance(app, Flask) else None

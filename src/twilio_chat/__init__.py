@@ -19,8 +19,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from twilio_chat.inbox import tasks as inbox_tasks
     from twilio_chat.jobs import tasks
     from twilio_chat.messaging import tasks as messaging_tasks
-    from twilio_chat.ops import logs
     from twilio_chat.replies import tasks as reply_tasks
+    from twilio_chat.telemetry import logs
     from twilio_chat.twilio import gateway as twilio_gateway
 
     settings = settings or load_settings()

@@ -18,10 +18,10 @@ from twilio_chat.db import migrate
 from twilio_chat.db.engine import get_db
 from twilio_chat.errors import AppError
 from twilio_chat.inbox import sync
-from twilio_chat.ops import logs
 from twilio_chat.replies import ai
 from twilio_chat.replies import config as reply_config
 from twilio_chat.settings import Settings, SettingsError, is_e164, load_settings
+from twilio_chat.telemetry import logs
 from twilio_chat.twilio.gateway import get_gateway
 
 

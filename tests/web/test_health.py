@@ -15,7 +15,7 @@ from support.fake_openai import API_KEY, FakeOpenAI
 
 from twilio_chat import create_app
 from twilio_chat.jobs.worker import Worker
-from twilio_chat.ops import logs
+from twilio_chat.telemetry import logs
 
 
 def test_healthz_answers_without_login(live: Live) -> None:

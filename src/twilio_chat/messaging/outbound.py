@@ -23,8 +23,8 @@ from twilio_chat.messaging.shared import (
     is_opted_out,
     set_opt_out,
 )
-from twilio_chat.ops.metrics import SENDS
 from twilio_chat.settings import Settings, is_e164
+from twilio_chat.telemetry.metrics import SENDS
 from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
 from twilio_chat.twilio.segments import count_segments
 

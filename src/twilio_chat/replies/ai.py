@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from twilio_chat.db.models import Message
-from twilio_chat.ops.metrics import OPENAI_SECONDS
 from twilio_chat.replies.config import AISettings
+from twilio_chat.telemetry.metrics import OPENAI_SECONDS
 from twilio_chat.twilio.segments import count_segments
 
 TIMEOUT_SECONDS = 20.0

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import AIConfig, AutoReplyConfig, ReplyMode, utcnow
 from twilio_chat.errors import N_, InvalidInput
-from twilio_chat.ops.logs import add_secret
 from twilio_chat.settings import Settings, is_e164
+from twilio_chat.telemetry.logs import add_secret
 
 AUTO_REPLY_MAX = 640
 DEFAULT_HISTORY_LIMIT = 20

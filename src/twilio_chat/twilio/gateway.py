@@ -23,8 +23,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from twilio_chat.ops.metrics import TWILIO_SECONDS
 from twilio_chat.settings import Settings
+from twilio_chat.telemetry.metrics import TWILIO_SECONDS
 from twilio_chat.twilio.errors import describe_error
 
 HTTP_TIMEOUT_SECONDS = 15

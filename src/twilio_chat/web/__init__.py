@@ -36,6 +36,6 @@ def init_app(app: Flask, sandbox: bool, production: bool) -> None:
     app.register_blueprint(panel.bp)
     app.register_blueprint(health.bp)
     if sandbox:
-        from twilio_chat.sandbox.routes import bp as sandbox_bp
+        from twilio_chat.web.sandbox import bp as sandbox_bp
 
         app.register_blueprint(sandbox_bp)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 from twilio_chat.db.engine import get_db
 from twilio_chat.db.migrate import is_current
 from twilio_chat.db.models import WorkerHeartbeat, utcnow
-from twilio_chat.ops import metrics
+from twilio_chat.telemetry import metrics
 from twilio_chat.web.auth import public, requires_scope
 
 bp = Blueprint("health", __name__)

@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from twilio_chat import messaging
 from twilio_chat.db.engine import get_db
-from twilio_chat.ops.metrics import DELIVERIES, WEBHOOKS
 from twilio_chat.settings import Settings
+from twilio_chat.telemetry.metrics import DELIVERIES, WEBHOOKS
 from twilio_chat.twilio import spool
 from twilio_chat.twilio.gateway import get_gateway
 from twilio_chat.web.auth import public
