@@ -2,20 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint format typecheck clean translations bench
 
-$(STAMP): pyproject.toml
+# `make run` installs what the app needs to run; `make test` and `make bench` add their tools.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(TEST_STAMP)
+
+$(BENCH_STAMP): $(TEST_STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/twilio-chat run
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download does not work here).
@@ -28,7 +39,7 @@ $(CHROMIUM):
 PYTEST_QUICK := $(BIN)/pytest -m "not slow" -n 2 --dist loadfile
 PYTEST_SLOW := $(BIN)/pytest -m slow -p no:xdist
 
-test: $(STAMP) $(CHROMIUM)
+test: $(TEST_STAMP) $(CHROMIUM)
 	$(BIN)/lint-imports
 	env -u TEST_DATABASE_URL $(PYTEST_QUICK)
 	env -u TEST_DATABASE_URL $(PYTEST_SLOW)
@@ -37,12 +48,12 @@ test: $(STAMP) $(CHROMIUM)
 	  $(PYTEST_QUICK) && $(PYTEST_SLOW); \
 	fi
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -52,11 +63,11 @@ $(WRK):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk \
 	  || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk)
 
-bench: $(STAMP) $(WRK)
+bench: $(BENCH_STAMP) $(WRK)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH)
 
 # Extract the panel's texts and rebuild the Polish catalog from tools/pl.py.
-translations: $(STAMP)
+translations: $(TEST_STAMP)
 	$(BIN)/python tools/translations.py
 
 clean:
