@@ -38,7 +38,7 @@ bind = [f"[{_host}]:{_settings.app_port}" if ":" in _host else f"{_host}:{_setti
 # Each worker process listens on its own socket (SO_REUSEPORT) and the kernel spreads new
 # connections across them. With one shared socket, whichever process accepted first kept the
 # keep-alive connections: under a steady load (a proxy's or Twilio's kept-alive connections) one
-# process did all the work while the other idled, on one core (bench/README.md, ingest).
+# process would do all the work while the other idles, on one core.
 reuse_port = True
 
 worker_class = "gthread"

@@ -4,10 +4,10 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25 19:00:00.000000
 
-Measured with a million messages (bench/million.py):
+Why, at a million messages:
 
 - Text search was `body LIKE '%word%'`, which no b-tree index can serve: a word that is rare
-  or absent read the whole table (0.3-1 s). SQLite gets an FTS5 table with the trigram
+  or absent read the whole table. SQLite gets an FTS5 table with the trigram
   tokenizer over the bodies (external content: it stores only the index, and triggers keep it
   in step with every insert, body update and delete); PostgreSQL gets a pg_trgm GIN index,
   which serves `ILIKE '%word%'` itself. Both keep the search's meaning: a case-insensitive
