@@ -198,32 +198,18 @@ class Server:
         self.log_file.close()
 
 
-def _cmdline(pid: int) -> bytes:
-    """Return a process's command line (empty once it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def start(
     name: str,
     argv: list[str],
     env: Mapping[str, str],
     url: str,
     logs: Path,
-    checkout: Path = ROOT,
 ) -> Server:
-    """Start a process in `logs` (so no .env of the checkout applies), output in `<name>.log`.
-
-    `checkout`: whose `src/` is imported first (another checkout of the app, bench/compare.py).
-    """
+    """Start a process in `logs` (so no .env of the checkout applies), output in `<name>.log`."""
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
     log_file = log_path.open("wb")
-    path = [str(checkout / "src")] if checkout != ROOT else []
-    path.append(str(ROOT))  # bench.bare, for the ceiling's server
-    env = {**env, "PYTHONPATH": os.pathsep.join(path)}
+    env = {**env, "PYTHONPATH": str(ROOT)}  # bench.bare, for the ceiling's server
     popen = subprocess.Popen(  # noqa: S603 - our own binaries
         argv, env=env, cwd=logs, stdout=log_file, stderr=subprocess.STDOUT
     )
@@ -235,11 +221,10 @@ def gunicorn(
     env: Mapping[str, str],
     logs: Path,
     app: str = "twilio_chat.wsgi:app",
-    checkout: Path = ROOT,
 ) -> Server:
-    """Start gunicorn with the production config (a checkout's gunicorn.conf.py) serving `app`."""
-    argv = [str(BIN / "gunicorn"), "--config", str(checkout / "gunicorn.conf.py"), app]
-    return start(name, argv, env, f"http://127.0.0.1:{env['APP_PORT']}", logs, checkout)
+    """Start gunicorn with the production config (gunicorn.conf.py) serving `app`."""
+    argv = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), app]
+    return start(name, argv, env, f"http://127.0.0.1:{env['APP_PORT']}", logs)
 
 
 def cpu_seconds(pids: list[int]) -> float:
