@@ -31,12 +31,9 @@ from twilio_chat.messaging.outbound import (
     validate_send,
 )
 from twilio_chat.messaging.shared import (
-    HELP_KEYWORDS,
     MAX_BODY,
     MAX_MEDIA,
     MESSAGES,
-    OPT_IN_KEYWORDS,
-    OPT_OUT_KEYWORDS,
     STATUS_RANK,
     advance_status,
     get_or_create_contact,
@@ -47,6 +44,7 @@ from twilio_chat.messaging.shared import (
     touch_contact,
 )
 from twilio_chat.messaging.status import record_status
+from twilio_chat.twilio.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 
 __all__ = [
     "HELP_KEYWORDS",

@@ -14,6 +14,7 @@ from sqlalchemy.sql import ClauseElement
 from twilio_chat.db.engine import CountedStatement, DriverStatement, per_driver, upsert_into
 from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, utcnow
 from twilio_chat.twilio.errors import describe_error
+from twilio_chat.twilio.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 
 # The tables, for the hot path's Core statements (no ORM unit of work per webhook).
 MESSAGES = cast(Table, Message.__table__)
@@ -22,9 +23,6 @@ OPT_OUTS = cast(Table, OptOut.__table__)
 STATUS_EVENTS = cast(Table, StatusEvent.__table__)
 MAX_BODY = 1600
 MAX_MEDIA = 10
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
-HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 
 # Status order; a message's status never moves to a lower rank (callbacks arrive out of order).
 STATUS_RANK: dict[str, int] = {
