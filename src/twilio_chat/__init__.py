@@ -63,5 +63,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.init_app(app, settings)
     db.init_app(app, settings)
     twilio_gateway.init_app(app, settings)
+    if settings.sandbox:
+        from twilio_chat import sandbox
+
+        sandbox.init_app(app, settings)
     web.init_app(app, sandbox=settings.sandbox, production=production)
     return app
