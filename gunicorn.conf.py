@@ -62,9 +62,9 @@ if os.path.isdir("/dev/shm"):  # noqa: S108 - only gunicorn's own heartbeat file
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
 # Prometheus counters of every worker process add up when they share a folder (see
-# twilio_chat.telemetry.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here. prometheus_client
-# reads the variable from the environment (not .env) when a worker imports it, so it is set here,
-# in the master, before any worker starts.
+# twilio_chat.telemetry.metrics): PROMETHEUS_MULTIPROC_DIR, or a private one made here.
+# prometheus_client reads the variable from the environment (not .env) when a worker imports
+# it, so it is set here, in the master, before any worker starts.
 _METRICS_PREFIX = "twilio-chat-metrics-"
 _metrics_dir = _settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix=_METRICS_PREFIX)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir

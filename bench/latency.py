@@ -113,14 +113,24 @@ def _query(db_path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, args).fetchall()
 
 
+def sandbox_db(db_path: Path) -> Path:
+    """Return the sandbox's own SQLite file: sandbox.db beside the app's (SANDBOX_DB_PATH unset)."""
+    return db_path.parent / "sandbox.db"
+
+
 def wait_replies(db_path: Path, expected: int, timeout: float) -> int:
     """Wait until `expected` replies reached the sandbox and no job waits; return the count."""
     deadline = time.monotonic() + timeout
     created = 0
     while time.monotonic() < deadline:
-        created = _query(
-            db_path, "SELECT count(*) FROM sandbox_messages WHERE direction = 'outbound-api'"
-        )[0][0]
+        created = (
+            _query(
+                sandbox_db(db_path),
+                "SELECT count(*) FROM sandbox_messages WHERE direction = 'outbound-api'",
+            )[0][0]
+            if sandbox_db(db_path).exists()
+            else 0
+        )
         waiting = _query(
             db_path, "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
         )[0][0]
@@ -228,19 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     log(f"sent in {took:.1f} s; {replies} replies reached the sandbox")
 
     # Each text -> the app's reply row (reply_to_sid) -> the sandbox's record of the create call.
-    rows = _query(
-        db_path,
-        "SELECT m.reply_to_sid, s.to_number, s.date_created FROM messages m "
-        "JOIN sandbox_messages s ON s.sid = m.sid "
-        "WHERE m.direction = 'outbound' AND m.reply_to_sid IS NOT NULL",
-    )
-    reached = {sid: (to, _epoch(created)) for sid, to, created in rows}
-    per_number = Counter(
-        to
-        for (to,) in _query(
-            db_path, "SELECT to_number FROM sandbox_messages WHERE direction = 'outbound-api'"
+    # The two live in two files (the app's and the sandbox's): matched here by the reply's sid.
+    reply_of = dict(
+        _query(
+            db_path,
+            "SELECT sid, reply_to_sid FROM messages "
+            "WHERE direction = 'outbound' AND reply_to_sid IS NOT NULL AND sid IS NOT NULL",
         )
     )
+    creates = _query(
+        sandbox_db(db_path),
+        "SELECT sid, to_number, date_created FROM sandbox_messages "
+        "WHERE direction = 'outbound-api'",
+    )
+    reached = {
+        reply_of[sid]: (to, _epoch(created)) for sid, to, created in creates if sid in reply_of
+    }
+    per_number = Counter(to for _sid, to, _created in creates)
     locked = server.log_path.read_text(errors="replace").count("database is locked")
     main_phase = analyse(texts, reached, per_number)
     light_phase = analyse(light, reached, per_number) if light else None

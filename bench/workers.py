@@ -38,7 +38,7 @@ from bench.common import (
     twilio_chat,
     write_result,
 )
-from bench.latency import _epoch, _query, make_texts
+from bench.latency import _epoch, _query, make_texts, sandbox_db
 
 WORKER_COUNTS = (1, 2, 4)
 
@@ -119,7 +119,7 @@ def run_workers(
         )
     )
     sends = _query(
-        db_path,
+        sandbox_db(db_path),
         "SELECT count(*), count(DISTINCT to_number) FROM sandbox_messages "
         "WHERE direction = 'outbound-api'",
     )[0]

@@ -27,6 +27,7 @@ from support import (
 from werkzeug.serving import BaseWSGIServer
 
 from twilio_chat.db.engine import Database, get_db
+from twilio_chat.sandbox import get_store
 from twilio_chat.settings import Settings
 from twilio_chat.web.live import stop_long_polls
 
@@ -98,6 +99,8 @@ def live_factory(db_path: Path) -> Iterator[Callable[..., Live]]:
     settle_request_threads()
     for _server, _thread, live in started:
         get_db(live.app).dispose()
+        if live.settings.sandbox:
+            get_store(live.app).dispose()
 
 
 @pytest.fixture

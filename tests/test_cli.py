@@ -20,7 +20,7 @@ from twilio_chat.cli import cli
 from twilio_chat.db.engine import Database, get_db
 from twilio_chat.db.migrate import is_current
 from twilio_chat.db.models import Message
-from twilio_chat.sandbox.state import inject_fault
+from twilio_chat.sandbox import get_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("send", "simulate", "create-user", "create-token", "db", "run", "worker")
@@ -90,7 +90,7 @@ def test_send_with_a_too_long_body_fails_naming_body(live: Live) -> None:
 
 
 def test_send_refused_by_twilio_fails_with_one_error_line(live: Live) -> None:
-    inject_fault(live.db, 500)
+    get_sandbox(live.app).inject_fault(500)
     result = _invoke(live.app, "send", "--to", PHONE, "--body", "Hi")
     line = _error_line(result)
     assert "Twilio" in line
@@ -205,7 +205,7 @@ def test_db_upgrade_creates_the_tables_and_is_idempotent(tmp_path: Path) -> None
     assert first.exit_code == 0, first.output
     assert is_current(db)
     tables = set(inspect(db.engine).get_table_names())
-    assert {"messages", "users", "jobs", "sandbox_messages"} <= tables
+    assert {"messages", "users", "jobs"} <= tables
 
     again = _invoke(app, "db", "upgrade")
     assert again.exit_code == 0, again.output

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import ENV, Proc, Procs, make_settings, query, wait_healthy
+from support import ENV, Proc, Procs, make_settings, query, sandbox_query, wait_healthy
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.sandbox.state import inbound_form
@@ -33,7 +33,9 @@ KILL_AT = 60  # replies in the sandbox before the first worker is killed
 
 
 def _sandbox_sends(db_path: Path) -> int:
-    rows = query(db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'")
+    rows = sandbox_query(
+        db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'"
+    )
     return int(rows[0][0])
 
 
@@ -63,7 +65,7 @@ def _held_job(db_path: Path, pid: int, reply_of: dict[str, str]) -> tuple[int, s
     message_id = (json.loads(payload) if isinstance(payload, str) else payload)["message_id"]
     sid = str(query(db_path, "SELECT sid FROM messages WHERE id=?", message_id)[0][0])
     row = query(db_path, "SELECT sent_at FROM messages WHERE reply_to_sid=?", sid)
-    accepted = query(
+    accepted = sandbox_query(
         db_path,
         "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api' AND body=?",
         reply_of[sid],
@@ -180,7 +182,7 @@ def test_a_worker_killed_mid_reply_leaves_every_text_answered_exactly_once(
     print(f"{time.monotonic() - started:.1f}s: settled")
 
     # The sandbox (standing in for Twilio) sent exactly one reply per inbound text.
-    sends = query(
+    sends = sandbox_query(
         db_path,
         "SELECT sid, to_number, from_number, body, status FROM sandbox_messages "
         "WHERE direction='outbound-api'",

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import ENV, Procs, database_url, free_port, make_settings, query, wait_healthy
+from support import (
+    ENV,
+    Procs,
+    database_url,
+    free_port,
+    make_settings,
+    query,
+    sandbox_query,
+    wait_healthy,
+)
 from twilio.request_validator import RequestValidator
 
 from twilio_chat.sandbox.state import inbound_form
@@ -92,7 +101,9 @@ def test_two_web_processes_and_many_workers_answer_every_text_exactly_once(
     assert sorted(r[0] for r in inbound) == sorted(t["MessageSid"] for t in texts)
     replies = query(db_path, "SELECT reply_to_sid, body FROM messages WHERE direction='outbound'")
     assert Counter(r[0] for r in replies) == Counter({t["MessageSid"]: 1 for t in texts})
-    sends = query(db_path, "SELECT body FROM sandbox_messages WHERE direction='outbound-api'")
+    sends = sandbox_query(
+        db_path, "SELECT body FROM sandbox_messages WHERE direction='outbound-api'"
+    )
     assert Counter(r[0] for r in sends) == Counter({f"Echo: {t['Body']}": 1 for t in texts})
     jobs = query(db_path, "SELECT status, count(*) FROM jobs GROUP BY status")
     assert dict(jobs) == {"done": TEXTS}

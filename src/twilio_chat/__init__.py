@@ -45,5 +45,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app, settings)
     twilio_gateway.init_app(app, settings)
     tasks.init_app(app, [reply_tasks.TASKS, messaging_tasks.TASKS, inbox_tasks.TASKS])
+    if settings.sandbox:
+        from twilio_chat import sandbox
+
+        sandbox.init_app(app, settings)
     web.init_app(app, sandbox=settings.sandbox, production=production)
     return app

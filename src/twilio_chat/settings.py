@@ -100,6 +100,8 @@ class Settings(BaseModel):
     prometheus_multiproc_dir: str | None = Field(None, alias="PROMETHEUS_MULTIPROC_DIR")
     # Sandbox behaviour: seconds between the status callbacks it fires.
     sandbox_callback_delay: float = Field(0.05, ge=0, le=10, alias="SANDBOX_CALLBACK_DELAY")
+    # The sandbox's own SQLite file (Twilio's side, never the app's database); default below.
+    sandbox_db_path: str | None = Field(None, min_length=1, alias="SANDBOX_DB_PATH")
 
     @field_validator("twilio_default_from", "ai_target_number")
     @classmethod
@@ -207,6 +209,13 @@ class Settings(BaseModel):
         if self.spool_dir:
             return Path(self.spool_dir)
         return Path(self.db_path).parent / "spool"
+
+    @property
+    def sandbox_path(self) -> Path:
+        """Return the sandbox's SQLite file: SANDBOX_DB_PATH, else `sandbox.db` beside DB_PATH."""
+        if self.sandbox_db_path:
+            return Path(self.sandbox_db_path)
+        return Path(self.db_path).parent / "sandbox.db"
 
     @property
     def secret_bytes(self) -> bytes:

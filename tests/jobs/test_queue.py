@@ -9,7 +9,7 @@ from support import PHONE, Live, inbound_sid, sandbox_sends
 
 from twilio_chat.db.models import Job, Message, OptOut, utcnow
 from twilio_chat.jobs import queue as jobs
-from twilio_chat.sandbox.state import inject_fault
+from twilio_chat.sandbox import get_sandbox
 
 
 def the_job(live: Live) -> Job:
@@ -32,8 +32,8 @@ def reply_row(live: Live, sid: str) -> Message | None:
 
 def test_429_and_500_are_retried_with_backoff_then_sent_once(live: Live) -> None:
     sid = inbound_sid(live)
-    inject_fault(live.db, 429, 1)
-    inject_fault(live.db, 500, 1)
+    get_sandbox(live.app).inject_fault(429, 1)
+    get_sandbox(live.app).inject_fault(500, 1)
     before = utcnow()
 
     assert live.run_jobs() == 1
@@ -60,7 +60,7 @@ def test_429_and_500_are_retried_with_backoff_then_sent_once(live: Live) -> None
 def test_gives_up_after_max_attempts(live_factory: object) -> None:
     live = live_factory(JOB_MAX_ATTEMPTS="2")  # type: ignore[operator]
     sid = inbound_sid(live)
-    inject_fault(live.db, 503, 5)
+    get_sandbox(live.app).inject_fault(503, 5)
     live.run_jobs()
     make_due(live)
     live.run_jobs()
@@ -73,7 +73,7 @@ def test_gives_up_after_max_attempts(live_factory: object) -> None:
 
 def test_21610_is_not_retried_and_opts_the_number_out(live: Live) -> None:
     sid = inbound_sid(live)
-    inject_fault(live.db, 400, 1, error_code=21610)
+    get_sandbox(live.app).inject_fault(400, 1, error_code=21610)
     assert live.run_jobs() == 1
     job = the_job(live)
     assert (job.status, job.attempts) == ("failed", 1)
@@ -88,7 +88,7 @@ def test_21610_is_not_retried_and_opts_the_number_out(live: Live) -> None:
 
 def test_21211_is_not_retried(live: Live) -> None:
     sid = inbound_sid(live)
-    inject_fault(live.db, 400, 1, error_code=21211)
+    get_sandbox(live.app).inject_fault(400, 1, error_code=21211)
     live.run_jobs()
     assert the_job(live).status == "failed"
     row = reply_row(live, sid)

@@ -9,16 +9,18 @@ from sqlalchemy import select
 from support import PHONE, Live, sandbox_sends
 
 from twilio_chat.cli import cli
-from twilio_chat.db.models import Job, Message, SandboxMessage, utcnow
+from twilio_chat.db.models import Job, Message, utcnow
 from twilio_chat.jobs.worker import Worker
 from twilio_chat.replies import config as reply_config
+from twilio_chat.sandbox import get_store
 from twilio_chat.sandbox.state import new_sid
+from twilio_chat.sandbox.store import SandboxMessage
 
 
 def missed_text(live: Live, body: str, when: datetime, sender: str = PHONE) -> str:
     """Put an inbound text into the sandbox's record only, as if the webhook never reached us."""
     sid = new_sid("SM")
-    with live.db.session() as session:
+    with get_store(live.app).session() as session:
         session.add(
             SandboxMessage(
                 sid=sid,
@@ -102,42 +104,28 @@ def test_an_answered_text_is_never_answered_again(live: Live) -> None:
 
 def test_messages_sent_elsewhere_are_stored_and_statuses_move_forward(live: Live) -> None:
     remote_sid = new_sid("SM")
+    ours = new_sid("SM")
     with live.db.session() as session:
         session.add(
-            SandboxMessage(
-                sid=remote_sid,
-                account_sid=live.settings.account_sid,
-                from_number=live.settings.default_from,
-                to_number=PHONE,
-                body="sent from the console",
-                media_urls=[],
-                status="delivered",
-                direction="outbound-api",
-                date_sent=utcnow(),
-            )
-        )
-        session.add(
             Message(
-                sid=(ours := new_sid("SM")),
-                direction="outbound",
-                contact_number=PHONE,
-                body="ours",
-                status="sent",
+                sid=ours, direction="outbound", contact_number=PHONE, body="ours", status="sent"
             )
         )
-        session.add(
-            SandboxMessage(
-                sid=ours,
-                account_sid=live.settings.account_sid,
-                from_number=live.settings.default_from,
-                to_number=PHONE,
-                body="ours",
-                media_urls=[],
-                status="delivered",
-                direction="outbound-api",
-                date_sent=utcnow(),
+    with get_store(live.app).session() as session:
+        for sid, body in ((remote_sid, "sent from the console"), (ours, "ours")):
+            session.add(
+                SandboxMessage(
+                    sid=sid,
+                    account_sid=live.settings.account_sid,
+                    from_number=live.settings.default_from,
+                    to_number=PHONE,
+                    body=body,
+                    media_urls=[],
+                    status="delivered",
+                    direction="outbound-api",
+                    date_sent=utcnow(),
+                )
             )
-        )
     result = live.api("GET", "/api/messages/remote").json()["stored"]
     assert (result["inserted"], result["updated"]) == (1, 1)
     row = stored(live, remote_sid)

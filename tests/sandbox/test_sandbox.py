@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -15,8 +17,6 @@ import pytest
 import requests
 from support import PHONE, Live, settle_sandbox_callbacks, wait_for
 from twilio.request_validator import RequestValidator
-
-from twilio_chat.sandbox.state import CallbackScheduler
 
 FROM = "+15005550006"
 SID_RE = re.compile(r"^(SM|MM)[0-9a-f]{32}$")
@@ -626,49 +626,53 @@ def test_configured_credentials_read_the_sandboxs_list(configured: Live) -> None
     _assert_twilio_error(refused, 401, 20003)
 
 
-# The callback scheduler -----------------------------------------------------------------------
+# Status callbacks: timing and failures -----------------------------------------------------------
 
 
-def test_the_callback_scheduler_runs_callbacks_when_due_then_its_threads_end() -> None:
-    scheduler = CallbackScheduler()
-    scheduler.MAX_THREADS = 1  # one thread: the order is the due order
-    ran: list[str] = []
-    scheduler.schedule(0.05, lambda: ran.append("second"))
-    scheduler.schedule(0.0, lambda: ran.append("first"))
-    scheduler.schedule(0.1, lambda: ran.append("third"))
-    wait_for(lambda: len(ran) == 3)
-    assert ran == ["first", "second", "third"]
-    wait_for(lambda: scheduler._threads == 0)  # nothing left: no thread lingers
-
-
-def test_joining_the_callback_threads_waits_for_callbacks_scheduled_by_callbacks() -> None:
-    scheduler = CallbackScheduler()
-    ran: list[str] = []
-
-    def first() -> None:
-        ran.append("first")
-        scheduler.schedule(0.05, lambda: ran.append("second"))
-
-    scheduler.schedule(0.01, first)
-    for thread in threading.enumerate():  # as the tests' settle_sandbox_callbacks does
-        if thread.name.startswith("sandbox-"):
-            thread.join(5)
-    assert ran == ["first", "second"]
-
-
-def test_a_failing_callback_is_logged_and_the_next_ones_still_run(
-    caplog: pytest.LogCaptureFixture,
+def test_the_create_call_answers_before_its_callbacks_which_come_after_the_delay(
+    live_factory: Callable[..., Live], catcher: _Catcher
 ) -> None:
-    scheduler = CallbackScheduler()
-    ran: list[str] = []
+    live = live_factory(SANDBOX_CALLBACK_DELAY="0.5")
+    callback = f"{catcher.url}/cb?mid=5"
+    started = time.monotonic()
+    _sid(_create(live, {"To": PHONE, "From": FROM, "Body": "Hi", "StatusCallback": callback}))
+    assert time.monotonic() - started < 0.5  # the create call never waits for a callback
+    assert catcher.calls == []
+    wait_for(lambda: len(catcher.calls) >= 2)
+    assert time.monotonic() - started >= 1.0  # each of the two came after the delay
+    assert [f["MessageStatus"] for _p, f, _s in catcher.calls] == ["sent", "delivered"]
 
-    def broken() -> None:
-        raise RuntimeError("boom")
 
-    scheduler.schedule(0.0, broken)
-    scheduler.schedule(0.02, lambda: ran.append("after"))
-    wait_for(lambda: ran == ["after"])
-    assert "a status callback failed" in caplog.text
+def test_waiting_for_the_sandbox_threads_waits_for_every_callback_of_a_message(
+    live: Live, catcher: _Catcher
+) -> None:
+    callback = f"{catcher.url}/cb?mid=6"
+    sid = _sid(_create(live, {"To": PHONE, "From": FROM, "Body": "Hi", "StatusCallback": callback}))
+    settle_sandbox_callbacks()  # as each test's teardown does, before its database goes
+    assert [(f["MessageSid"], f["MessageStatus"]) for _p, f, _s in catcher.calls] == [
+        (sid, "sent"),
+        (sid, "delivered"),
+    ]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sandbox-")]
+
+
+def test_a_callback_that_cannot_be_posted_is_logged_and_other_messages_still_get_theirs(
+    live: Live, catcher: _Catcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as unused:  # a port nobody listens on: the post is refused
+        unused.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{unused.getsockname()[1]}/cb"
+    lost = _sid(_create(live, {"To": PHONE, "From": FROM, "Body": "a", "StatusCallback": nobody}))
+    callback = f"{catcher.url}/cb?mid=9"
+    sid = _sid(_create(live, {"To": PHONE, "From": FROM, "Body": "b", "StatusCallback": callback}))
+    wait_for(lambda: len(catcher.calls) >= 2)
+    settle_sandbox_callbacks()
+    assert [(f["MessageSid"], f["MessageStatus"]) for _p, f, _s in catcher.calls] == [
+        (sid, "sent"),
+        (sid, "delivered"),
+    ]
+    assert f"status callbacks for {lost} stopped" in caplog.text
+    assert _detail_status(live, lost) == "sent"  # moved, then no further once its post failed
 
 
 def test_many_sends_each_get_their_callbacks_in_order(live: Live, catcher: _Catcher) -> None:

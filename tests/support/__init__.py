@@ -20,7 +20,8 @@ from typing import IO, Any
 
 import requests
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import TextClause, create_engine, select, text
+from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -32,6 +33,7 @@ from twilio_chat.db.migrate import upgrade
 from twilio_chat.db.models import Job, Message
 from twilio_chat.jobs.worker import Worker
 from twilio_chat.messaging import InboundFields
+from twilio_chat.sandbox.store import SandboxStore
 from twilio_chat.settings import Settings, build_settings
 
 SECRET = "test-secret-key-0123456789"
@@ -119,21 +121,41 @@ def fresh_database(target: Path, template: Path | str) -> Iterator[Path]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run a read-only SQL query (with ? placeholders) on a test's database, from outside."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
-    url = database_url(db_path) or f"sqlite:///{db_path}"
+def _named(sql: str, params: tuple[Any, ...]) -> tuple[TextClause, dict[str, Any]]:
+    """Turn ? placeholders into named ones, for SQLAlchemy's text()."""
     counter = iter(range(len(params)))
     named = re.sub(r"\?", lambda _m: f":p{next(counter)}", sql)
+    return text(named), {f"p{i}": v for i, v in enumerate(params)}
+
+
+def query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run a read-only SQL query (with ? placeholders) on a test's database, from outside."""
+    url = database_url(db_path) or f"sqlite:///{db_path}"
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text(named), {f"p{i}": v for i, v in enumerate(params)})
-            return [tuple(r) for r in rows]
+            return [tuple(r) for r in conn.execute(*_named(sql, params))]
     finally:
         engine.dispose()
+
+
+def sandbox_path(db_path: Path) -> Path:
+    """Return the sandbox's own SQLite file for a test's data (in its tmp folder, as DB_PATH
+    is there also when the app's database is PostgreSQL)."""
+    return build_settings({"DB_PATH": str(db_path)}).sandbox_path
+
+
+def sandbox_query(db_path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run a read-only SQL query (with ? placeholders) on the sandbox's store, from outside.
+
+    Through the sandbox's own SandboxStore, which makes its tables if no server has yet.
+    """
+    store = SandboxStore(sandbox_path(db_path))
+    try:
+        with store.read() as session:
+            return [tuple(r) for r in session.execute(*_named(sql, params))]
+    finally:
+        store.dispose()
 
 
 @dataclass
@@ -195,10 +217,17 @@ def settle_request_threads(timeout: float = 2.0) -> None:
 
 def settle_sandbox_callbacks(timeout: float = 5.0) -> None:
     """Wait for the sandbox's status-callback threads, so none opens a connection after the
-    test's database is disposed of (a connection left to the garbage collector is a warning)."""
+    test's database is disposed of (a connection left to the garbage collector is a warning).
+
+    Each callback's thread starts the next one's before it ends, so this looks again until
+    none is left.
+    """
     deadline = time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if thread.name.startswith("sandbox-"):
+    while time.monotonic() < deadline:
+        pending = [t for t in threading.enumerate() if t.name.startswith("sandbox-")]
+        if not pending:
+            return
+        for thread in pending:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 

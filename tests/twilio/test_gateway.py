@@ -13,7 +13,7 @@ from support import PHONE, Live, make_settings, wait_for
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
-from twilio_chat.sandbox.state import inject_fault
+from twilio_chat.sandbox import get_sandbox
 from twilio_chat.twilio.gateway import TwilioError, TwilioGateway, get_gateway
 
 FROM = "+15005550006"
@@ -144,7 +144,7 @@ def test_stop_with_extra_words_is_not_an_opt_out(live: Live) -> None:
 
 @pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
 def test_injected_server_faults_are_retryable(live: Live, status: int, code: int) -> None:
-    inject_fault(live.db, status)
+    get_sandbox(live.app).inject_fault(status)
     with pytest.raises(TwilioError) as info:
         _send(live)
     err = info.value
@@ -155,7 +155,7 @@ def test_injected_server_faults_are_retryable(live: Live, status: int, code: int
 
 
 def test_an_injected_fault_is_used_up(live: Live) -> None:
-    inject_fault(live.db, 429)
+    get_sandbox(live.app).inject_fault(429)
     with pytest.raises(TwilioError):
         _send(live)
     assert SID_RE.match(_send(live))

@@ -32,7 +32,18 @@ from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from support import CLI, PG_URL, SECRET, Live, Procs, database_url, make_settings, query, wait_for
+from support import (
+    CLI,
+    PG_URL,
+    SECRET,
+    Live,
+    Procs,
+    database_url,
+    make_settings,
+    query,
+    sandbox_query,
+    wait_for,
+)
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import make_server
 
@@ -469,7 +480,7 @@ def test_webhooks_are_spooled_while_the_database_is_away_and_stored_once_later(
     assert live.run_jobs() == 5
 
     def sends() -> Counter[str]:
-        rows = query(
+        rows = sandbox_query(
             db_path, "SELECT to_number FROM sandbox_messages WHERE direction='outbound-api'"
         )
         return Counter(r[0] for r in rows)
@@ -673,7 +684,9 @@ def _outage_env(tmp_path: Path, db_path: Path) -> dict[str, str]:
 
 
 def _answered(db_path: Path) -> int:
-    rows = query(db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'")
+    rows = sandbox_query(
+        db_path, "SELECT count(*) FROM sandbox_messages WHERE direction='outbound-api'"
+    )
     return int(rows[0][0])
 
 
@@ -792,7 +805,7 @@ def _run_outage(
         assert status not in ("pending", "failed"), (reply_to, status)
     sends = Counter(
         r[0]
-        for r in query(
+        for r in sandbox_query(
             db_path, "SELECT to_number FROM sandbox_messages WHERE direction='outbound-api'"
         )
     )

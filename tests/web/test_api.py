@@ -12,9 +12,9 @@ import requests
 from sqlalchemy import func, select
 from support import PHONE, Live, wait_for
 
-from twilio_chat.db.models import Job, Message, OptOut, SandboxOptOut
-from twilio_chat.sandbox import get_sandbox
-from twilio_chat.sandbox.state import inject_fault
+from twilio_chat.db.models import Job, Message, OptOut
+from twilio_chat.sandbox import get_sandbox, get_store
+from twilio_chat.sandbox.store import SandboxOptOut
 from twilio_chat.twilio.gateway import get_gateway
 
 OTHER = "+15551230002"
@@ -273,7 +273,7 @@ def test_after_stop_sends_are_refused_until_the_number_texts_start(live: Live) -
 
 def test_twilio_21610_is_a_502_with_twilios_code_and_then_recorded_locally(live: Live) -> None:
     # Twilio's own list blocks the number although the local ledger knows nothing about it.
-    with live.db.session() as session:
+    with get_store(live.app).session() as session:
         session.add(SandboxOptOut(sender=live.settings.default_from, number=OTHER))
     answer = live.api("POST", "/api/send-message", json={"to": OTHER, "body": "hi"})
     error = _error(answer, 502)
@@ -299,7 +299,7 @@ def test_twilio_21610_is_a_502_with_twilios_code_and_then_recorded_locally(live:
 def test_twilio_throttling_or_outage_is_a_502_and_the_message_is_stored_failed(
     live: Live, status: int, code: int
 ) -> None:
-    inject_fault(live.db, status, 1)
+    get_sandbox(live.app).inject_fault(status, 1)
     answer = live.api("POST", "/api/send-message", json={"to": PHONE, "body": "hi"})
     error = _error(answer, 502)
     assert error["code"] == code
@@ -310,7 +310,7 @@ def test_twilio_throttling_or_outage_is_a_502_and_the_message_is_stored_failed(
 
 
 def test_an_injected_fault_answers_only_as_many_calls_as_asked(live: Live) -> None:
-    inject_fault(live.db, 500, 1)
+    get_sandbox(live.app).inject_fault(500, 1)
     first = live.api("POST", "/api/send-message", json={"to": PHONE, "body": "first try"})
     assert _error(first, 502)["code"] == 20500
     second = live.api("POST", "/api/send-message", json={"to": PHONE, "body": "second try"})

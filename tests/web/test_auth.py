@@ -21,14 +21,9 @@ from twilio_chat.accounts.users import (
     verify_token,
 )
 from twilio_chat.db.engine import Database
-from twilio_chat.db.models import (
-    ApiToken,
-    Message,
-    SandboxFault,
-    SandboxMessage,
-    SandboxOptOut,
-    User,
-)
+from twilio_chat.db.models import ApiToken, Message, User
+from twilio_chat.sandbox import get_store
+from twilio_chat.sandbox.store import SandboxFault, SandboxMessage, SandboxOptOut
 from twilio_chat.settings import SANDBOX_ACCOUNT_SID
 
 PASSWORD = "admin-password"  # what conftest gives the admin
@@ -559,7 +554,7 @@ def test_sandbox_endpoints_need_the_sandbox_account_credentials(live: Live) -> N
             timeout=10,
         )
     )
-    with live.db.read() as session:
+    with get_store(live.app).read() as session:
         assert session.scalar(select(func.count()).select_from(SandboxMessage)) == 0
         assert session.scalar(select(func.count()).select_from(SandboxFault)) == 0
     assert _message_count(live) == 0
@@ -622,7 +617,7 @@ def _answers_to_check(live: Live) -> list[requests.Response]:
         requests.post(live.url + "/twilio/inbound", data={"From": OTHER}, timeout=10),
     ]
     # A Twilio refusal (21610) carried back as a 502.
-    with live.db.session() as session:
+    with get_store(live.app).session() as session:
         session.add(SandboxOptOut(sender=live.settings.default_from, number=OTHER))
     answers.append(live.api("POST", "/api/send-message", json={"to": OTHER, "body": "hi"}))
     # And the 409 that follows.

@@ -259,55 +259,6 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
-class SandboxMessage(Base):
-    """The built-in sandbox's record of a message, in Twilio's shape."""
-
-    __tablename__ = "sandbox_messages"
-    __table_args__ = (Index("ix_sandbox_messages_created", "date_created"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    sid: Mapped[str] = mapped_column(String(34), unique=True)
-    account_sid: Mapped[str] = mapped_column(String(34))
-    messaging_service_sid: Mapped[str | None] = mapped_column(String(34))
-    from_number: Mapped[str | None] = mapped_column(String(34))
-    to_number: Mapped[str] = mapped_column(String(34), index=True)
-    body: Mapped[str] = mapped_column(Text, default="")
-    media_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
-    status: Mapped[str] = mapped_column(String(24))
-    direction: Mapped[str] = mapped_column(String(16))
-    num_segments: Mapped[int] = mapped_column(Integer, default=1)
-    error_code: Mapped[int | None] = mapped_column(Integer)
-    error_message: Mapped[str | None] = mapped_column(Text)
-    status_callback: Mapped[str | None] = mapped_column(Text)
-    content_sid: Mapped[str | None] = mapped_column(String(34))
-    date_created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    date_updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    date_sent: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class SandboxOptOut(Base):
-    """Numbers that texted STOP to the sandbox: Twilio's own opt-out list, imitated."""
-
-    __tablename__ = "sandbox_opt_outs"
-    __table_args__ = (UniqueConstraint("sender", "number", name="uq_sandbox_opt_outs_pair"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    sender: Mapped[str] = mapped_column(String(34))
-    number: Mapped[str] = mapped_column(String(34))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class SandboxFault(Base):
-    """A fault the sandbox injects into its next create calls (tests use it for 429 and 500)."""
-
-    __tablename__ = "sandbox_faults"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    status_code: Mapped[int] = mapped_column(Integer)
-    error_code: Mapped[int | None] = mapped_column(Integer)
-    remaining: Mapped[int] = mapped_column(Integer, default=1)
-
-
 class ReplyMode(Base):
     """Which mode answers now (ai, auto_reply, engine) and since when (a single row, id 1).
 

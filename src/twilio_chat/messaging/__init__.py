@@ -29,12 +29,9 @@ from twilio_chat.messaging.outbound import (
     validate_send,
 )
 from twilio_chat.messaging.shared import (
-    HELP_KEYWORDS,
     MAX_BODY,
     MAX_MEDIA,
     MESSAGES,
-    OPT_IN_KEYWORDS,
-    OPT_OUT_KEYWORDS,
     STATUS_RANK,
     Inbound,
     advance_status,
@@ -48,6 +45,7 @@ from twilio_chat.messaging.shared import (
     set_opt_out,
 )
 from twilio_chat.messaging.status import callback_status, record_status
+from twilio_chat.twilio.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 
 __all__ = [
     "HELP_KEYWORDS",

@@ -14,6 +14,7 @@ from twilio_chat.db.engine import upsert_into
 from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, as_utc, utcnow
 from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.errors import describe_error
+from twilio_chat.twilio.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 
 # The tables, for the Core statements that store a row once under concurrency (ON CONFLICT).
 MESSAGES = cast(Table, Message.__table__)
@@ -22,9 +23,6 @@ OPT_OUTS = cast(Table, OptOut.__table__)
 STATUS_EVENTS = cast(Table, StatusEvent.__table__)
 MAX_BODY = 1600
 MAX_MEDIA = 10
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
-HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 
 # Status order; a message's status never moves to a lower rank (callbacks arrive out of order).
 STATUS_RANK: dict[str, int] = {

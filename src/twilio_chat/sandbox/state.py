@@ -8,35 +8,33 @@ Every other number goes ``queued`` → ``sent`` → ``delivered``.
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
 import logging
 import mimetypes
-import os
 import re
 import threading
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
+from urllib.parse import urlencode
 
 import phonenumbers
 import requests
-import urllib3
-from sqlalchemy import Table, bindparam, delete, func, select, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ClauseElement
 
-from twilio_chat.db.engine import Database
-from twilio_chat.db.models import SandboxFault, SandboxMessage, SandboxOptOut, utcnow
 from twilio_chat.errors import N_, InvalidInput
-from twilio_chat.messaging import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
-from twilio_chat.sandbox._statements import CountedStatement, DriverStatement, per_driver
+from twilio_chat.sandbox.store import (
+    SandboxFault,
+    SandboxMessage,
+    SandboxOptOut,
+    SandboxStore,
+    utcnow,
+)
 from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.gateway import TwilioGateway
+from twilio_chat.twilio.keywords import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 from twilio_chat.twilio.segments import count_segments
 
 log = logging.getLogger(__name__)
@@ -124,60 +122,6 @@ def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
 
-MESSAGES = cast(Table, SandboxMessage.__table__)
-MESSAGE_KEYS = (
-    "sid", "account_sid", "messaging_service_sid", "from_number", "to_number", "body",
-    "media_urls", "status", "direction", "num_segments", "status_callback", "content_sid",
-    "date_created", "date_updated",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Statements:
-    fault_left: DriverStatement
-    opted_out: CountedStatement  # shaped by how many senders (number, service) are asked
-    insert: DriverStatement
-    advance: DriverStatement
-
-
-@per_driver
-def _statements(dialect: Dialect) -> _Statements:
-    """Build and compile the create call's and the callbacks' statements (once per driver).
-
-    Every reply is a create call and two callbacks: on the driver's cursor, as the app's own
-    hot paths, instead of the ORM's unit of work.
-    """
-    m = MESSAGES.c
-    f = cast(Table, SandboxFault.__table__).c
-    o = cast(Table, SandboxOptOut.__table__).c
-
-    def opted_out(n: int) -> ClauseElement:
-        senders = [bindparam(f"sender_{i}", type_=o.sender.type) for i in range(n)]
-        return select(o.id).where(o.number == bindparam("number_0"), o.sender.in_(senders))
-
-    def kept(column: Any) -> Any:  # a new value where one is given
-        return func.coalesce(bindparam(column.key, type_=column.type), column)
-
-    advance = (
-        update(MESSAGES)
-        .where(m.sid == bindparam("message_sid"))
-        .values(
-            status=bindparam("status"),
-            date_updated=bindparam("now", type_=m.date_updated.type),
-            date_sent=kept(m.date_sent),
-            error_code=kept(m.error_code),
-            error_message=kept(m.error_message),
-        )
-        .returning(m.account_sid, m.from_number, m.to_number, m.messaging_service_sid)
-    )
-    return _Statements(
-        fault_left=DriverStatement(select(f.id).where(f.remaining > 0).limit(1), dialect, []),
-        opted_out=CountedStatement(dialect, opted_out),
-        insert=DriverStatement(MESSAGES.insert().returning(m.id), dialect, list(MESSAGE_KEYS)),
-        advance=DriverStatement(advance, dialect, []),
-    )
-
-
 FAULT_TEXTS = {
     429: (20429, "Too Many Requests"),
     500: (20500, "Internal Server Error"),
@@ -186,12 +130,10 @@ FAULT_TEXTS = {
 
 
 def _take_fault(session: Session) -> SandboxError | None:
-    conn = session.connection()
-    if not _statements(conn.dialect).fault_left.run(conn, {}):
-        return None  # the usual case, answered on the driver's cursor
-    fault = session.scalars(
+    """Use up one injected fault, oldest first, and return the error it makes; None if none."""
+    fault = session.scalar(
         select(SandboxFault).where(SandboxFault.remaining > 0).order_by(SandboxFault.id).limit(1)
-    ).first()
+    )
     if fault is None:
         return None
     fault.remaining -= 1
@@ -199,119 +141,14 @@ def _take_fault(session: Session) -> SandboxError | None:
     return SandboxError(fault.status_code, fault.error_code or code, text)
 
 
-def inject_fault(
-    db: Database, status_code: int, count: int = 1, error_code: int | None = None
-) -> None:
-    """Make the sandbox answer its next `count` create calls with this HTTP status and code."""
-    if status_code not in (400, 429, 500, 503):
-        raise InvalidInput("status must be 400, 429, 500 or 503", field="Status")
-    if status_code == 400 and not error_code:
-        raise InvalidInput("a 400 fault needs a Twilio error code", field="Code")
-    if not 1 <= count <= 1000:
-        raise InvalidInput("count must be between 1 and 1000", field="Count")
-    with db.session() as session:
-        session.add(SandboxFault(status_code=status_code, error_code=error_code, remaining=count))
-
-
 Steps = list[tuple[str, int | None]]  # status callbacks still to fire: (status, error code)
-
-
-class CallbackScheduler:
-    """Runs the sandbox's status callbacks when due, on a few reusable threads.
-
-    A thread per sent message cost more than the message itself under load (starting one waits
-    for the new thread to be scheduled). Here at most MAX_THREADS threads, named ``sandbox-…``,
-    take due callbacks in order. They all exit once nothing is scheduled or running, so joining
-    any one of them waits until every pending callback has been fired (as the tests do).
-    """
-
-    MAX_THREADS = 4
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Start empty (also in a forked child: the parent's threads do not run there)."""
-        self._cond = threading.Condition()
-        self._due: list[tuple[float, int, Callable[[], None]]] = []
-        self._order = itertools.count()
-        self._threads = 0  # alive
-        self._waiting = 0  # alive and free to take a callback
-        self._running = 0  # callbacks being run
-        self._local = threading.local()
-
-    def schedule(self, delay: float, callback: Callable[[], None]) -> None:
-        """Run `callback` in about `delay` seconds on one of the scheduler's threads."""
-        with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), callback))
-            if self._waiting:
-                self._cond.notify()
-            else:
-                self._spawn()
-
-    def _spawn(self) -> None:
-        """Start another thread if under the cap (the caller holds the condition)."""
-        if self._threads >= self.MAX_THREADS:
-            return
-        self._threads += 1
-        name = f"sandbox-callbacks-{next(self._order)}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def _take(self) -> Callable[[], None] | None:
-        """Wait for the next due callback; None once nothing is scheduled or running."""
-        with self._cond:
-            while True:
-                wait: float | None = None
-                if self._due:
-                    wait = self._due[0][0] - time.monotonic()
-                    if wait <= 0:
-                        callback = heapq.heappop(self._due)[2]
-                        self._running += 1
-                        if self._due and self._due[0][0] <= time.monotonic() and not self._waiting:
-                            self._spawn()  # more are due already: share them out
-                        return callback
-                elif not self._running:
-                    self._threads -= 1
-                    return None
-                self._waiting += 1
-                self._cond.wait(wait)
-                self._waiting -= 1
-
-    def http(self) -> urllib3.PoolManager | None:
-        """Return this scheduler thread's HTTP pool (kept alive between callbacks), if any."""
-        pool: urllib3.PoolManager | None = getattr(self._local, "http", None)
-        return pool
-
-    def _run(self) -> None:
-        # urllib3 straight, the transport under requests: a callback through requests cost
-        # twice the client's CPU (950 against 400-560 us per post, bench/README.md). Twilio's
-        # callbacks go straight to the app: no proxy from the environment, no retry, no redirect.
-        self._local.http = urllib3.PoolManager(num_pools=4, maxsize=1, retries=False)
-        try:
-            while (callback := self._take()) is not None:
-                try:
-                    callback()
-                except Exception:
-                    log.exception("sandbox: a status callback failed")
-                finally:
-                    with self._cond:
-                        self._running -= 1
-                        if not self._running and not self._due:
-                            self._cond.notify_all()  # idle: every thread may go
-        finally:
-            self._local.http.clear()
-            del self._local.http
-
-
-CALLBACKS = CallbackScheduler()
-os.register_at_fork(after_in_child=CALLBACKS.reset)
 
 
 @dataclass
 class Sandbox:
-    """The emulator's operations, over the app's database."""
+    """The emulator's operations, over its own store."""
 
-    db: Database
+    store: SandboxStore
     settings: Settings
     gateway: TwilioGateway
 
@@ -338,15 +175,17 @@ class Sandbox:
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
         # One write transaction: an injected fault is used up (and committed) or the message
-        # is stored, never both; the write lock is the sandbox's main cost under load.
-        refusal: SandboxError | None = None
-        with self.db.session() as session:
+        # is stored, never both.
+        with self.store.session() as session:
             refusal = _take_fault(session)
             if refusal is None:
                 senders = [s for s in (from_, service) if s]
-                conn = session.connection()
-                st = _statements(conn.dialect)
-                if st.opted_out.run(conn, [{"number": to, "sender": s} for s in senders]):
+                opted_out = session.scalar(
+                    select(SandboxOptOut.id)
+                    .where(SandboxOptOut.number == to, SandboxOptOut.sender.in_(senders))
+                    .limit(1)
+                )
+                if opted_out is not None:
                     raise SandboxError(400, 21610, "Attempt to send to unsubscribed recipient")
                 message = SandboxMessage(
                     sid=new_sid("MM" if media_urls else "SM"),
@@ -364,22 +203,35 @@ class Sandbox:
                     date_created=received,
                     date_updated=received,
                 )
-                row = {key: getattr(message, key) for key in MESSAGE_KEYS}
-                ((message.id,),) = st.insert.run(conn, row)
+                session.add(message)
+                session.flush()
                 answer = to_json(message)
         if refusal is not None:
             raise refusal
         self._start_callbacks(message.sid, callback, to, answer["status"])
         return answer
 
+    def inject_fault(self, status_code: int, count: int = 1, error_code: int | None = None) -> None:
+        """Make the sandbox answer its next `count` create calls with this HTTP status and code."""
+        if status_code not in (400, 429, 500, 503):
+            raise InvalidInput("status must be 400, 429, 500 or 503", field="Status")
+        if status_code == 400 and not error_code:
+            raise InvalidInput("a 400 fault needs a Twilio error code", field="Code")
+        if not 1 <= count <= 1000:
+            raise InvalidInput("count must be between 1 and 1000", field="Count")
+        with self.store.session() as session:
+            session.add(
+                SandboxFault(status_code=status_code, error_code=error_code, remaining=count)
+            )
+
     def fetch(self, sid: str) -> dict[str, Any]:
         """Return one message."""
-        with self.db.read() as session:
+        with self.store.read() as session:
             return to_json(self._get(session, sid))
 
     def update(self, sid: str, form: Mapping[str, str]) -> dict[str, Any]:
         """Redact (Body="") or cancel (Status=canceled) a message."""
-        with self.db.session() as session:
+        with self.store.session() as session:
             message = self._get(session, sid)
             if "Body" in form:
                 if form["Body"] != "":
@@ -396,7 +248,7 @@ class Sandbox:
 
     def delete(self, sid: str) -> None:
         """Delete a message."""
-        with self.db.session() as session:
+        with self.store.session() as session:
             session.delete(self._get(session, sid))
 
     def list_messages(self, args: Mapping[str, str], base_path: str) -> dict[str, Any]:
@@ -427,7 +279,7 @@ class Sandbox:
         if token.startswith("PA") and token[2:].isdigit():
             query = query.where(SandboxMessage.id < int(token[2:]))
         query = query.order_by(SandboxMessage.id.desc()).limit(page_size + 1)
-        with self.db.read() as session:
+        with self.store.read() as session:
             rows = list(session.scalars(query))
         has_more = len(rows) > page_size
         rows = rows[:page_size]
@@ -603,70 +455,70 @@ class Sandbox:
         self._next_callback(sid, url, steps)
 
     def _next_callback(self, sid: str, url: str | None, steps: Steps) -> None:
-        """Schedule the first of `steps`; each step schedules the next once it is done."""
-        if steps:
-            CALLBACKS.schedule(
-                self.settings.sandbox_callback_delay, lambda: self._callback(sid, url, steps)
-            )
+        """Fire the first of `steps` after SANDBOX_CALLBACK_DELAY, on a timer thread of its own.
+
+        Each step starts the next only once it is done, so a message's callbacks arrive in
+        order, and the create call that started them never waits. The threads are named
+        ``sandbox-…`` (tests wait for them by that name).
+        """
+        if not steps:
+            return
+        delay = self.settings.sandbox_callback_delay
+        timer = threading.Timer(delay, self._callback, (sid, url, steps))
+        timer.name = f"sandbox-callback-{sid}-{steps[0][0]}"
+        timer.daemon = True  # a pending callback never holds up the process's exit
+        timer.start()
 
     def _callback(self, sid: str, url: str | None, steps: Steps) -> None:
         """Move a message to its next status and post that status callback (in order)."""
         status, error = steps[0]
-        now = utcnow()
-        values: dict[str, Any] = {
-            "message_sid": sid,
-            "status": status,
-            "now": now,
-            "date_sent": now if status == "sent" else None,
-            "error_code": error or None,
-            "error_message": ERROR_MESSAGES.get(error) if error else None,
-        }
         try:
-            with self.db.session() as session:
-                conn = session.connection()
-                found = _statements(conn.dialect).advance.run(conn, values)
-            row = found[0] if found else None
-            if row is None:
-                return  # deleted meanwhile: Twilio says no more about it
-            account_sid, from_number, to_number, service_sid = row
-            form = {
-                "MessageSid": sid,
-                "SmsSid": sid,
-                "MessageStatus": status,
-                "SmsStatus": status,
-                "AccountSid": account_sid,
-                "From": from_number or "",
-                "To": to_number,
-                "ApiVersion": API_VERSION,
-            }
-            if service_sid:
-                form["MessagingServiceSid"] = service_sid
-            if error:
-                form["ErrorCode"] = str(error)
+            with self.store.session() as session:
+                message = session.scalar(select(SandboxMessage).where(SandboxMessage.sid == sid))
+                if message is None:
+                    return  # deleted meanwhile: Twilio says no more about it
+                now = utcnow()
+                message.status = status
+                message.date_updated = now
+                if status == "sent":
+                    message.date_sent = now
+                if error:
+                    message.error_code = error
+                    message.error_message = ERROR_MESSAGES.get(error)
+                form = {
+                    "MessageSid": sid,
+                    "SmsSid": sid,
+                    "MessageStatus": status,
+                    "SmsStatus": status,
+                    "AccountSid": message.account_sid,
+                    "From": message.from_number or "",
+                    "To": message.to_number,
+                    "ApiVersion": API_VERSION,
+                }
+                if message.messaging_service_sid:
+                    form["MessagingServiceSid"] = message.messaging_service_sid
+                if error:
+                    form["ErrorCode"] = str(error)
             if url:
-                self._post_signed(url, form, CALLBACKS.http())
+                # Straight to the app, as Twilio's callbacks: no proxy or .netrc from the
+                # environment, no redirect followed.
+                with requests.Session() as http:
+                    http.trust_env = False
+                    self._post_signed(url, form, http)
         except Exception:
             log.exception("sandbox: status callbacks for %s stopped", sid)
             return
         self._next_callback(sid, url, steps[1:])
 
     def _post_signed(
-        self, url: str, form: dict[str, str], http: urllib3.PoolManager | None = None
+        self, url: str, form: dict[str, str], http: requests.Session | None = None
     ) -> int:
-        signature = self.gateway.sign(url, form)
-        if http is None:  # the phone simulator: now and then, from any process
-            return requests.post(
-                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=15
-            ).status_code
-        answer = http.request(
-            "POST",
-            url,
-            fields=form,
-            encode_multipart=False,
-            headers={"X-Twilio-Signature": signature},
-            timeout=15,
-        )
-        return answer.status
+        """Post a form signed with the account's auth token, as Twilio signs its webhooks."""
+        headers = {"X-Twilio-Signature": self.gateway.sign(url, form)}
+        if http is None:  # the phone simulator
+            return requests.post(url, data=form, headers=headers, timeout=15).status_code
+        answer = http.post(url, data=form, headers=headers, timeout=15, allow_redirects=False)
+        return answer.status_code
 
     # Phone simulator ---------------------------------------------------------------
     def simulate_inbound(
@@ -706,7 +558,7 @@ class Sandbox:
         service = self.settings.twilio_messaging_service_sid
         sid = new_sid("MM" if media_urls else "SM")
         word = body.strip().upper()
-        with self.db.session() as session:
+        with self.store.session() as session:
             session.add(
                 SandboxMessage(
                     sid=sid,
@@ -809,7 +661,5 @@ def _parse_when(value: str) -> datetime:
 
 
 def _uri(base_path: str, params: Mapping[str, str]) -> str:
-    from urllib.parse import urlencode
-
     query = urlencode(params)
     return f"{base_path}?{query}" if query else base_path

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from twilio_chat.errors import AppError
 from twilio_chat.sandbox import get_sandbox
-from twilio_chat.sandbox.state import API_VERSION, SandboxError, inject_fault
+from twilio_chat.sandbox.state import API_VERSION, SandboxError
 from twilio_chat.web.auth import public
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox/twilio")
@@ -97,7 +97,7 @@ def faults(account_sid: str) -> Any:
         code = int(request.form["Code"]) if request.form.get("Code") else None
     except ValueError:
         raise SandboxError(400, 20001, "Status, Count and Code must be integers") from None
-    inject_fault(current_app.extensions["db"], status, count, code)
+    get_sandbox().inject_fault(status, count, code)
     return jsonify({"status": status, "count": count, "code": code}), 201
 
 

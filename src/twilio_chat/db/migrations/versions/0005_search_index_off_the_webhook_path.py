@@ -5,10 +5,10 @@ Revises: 0004
 Create Date: 2026-11-25 19:45:00.000000
 
 The FTS5 insert trigger of 0004 made every inbound webhook's transaction write the trigram
-index too (a new FTS segment per commit), which held SQLite's single write lock much longer. The insert
-trigger goes; `search_index.indexed_through` records how far the index has got, the worker
-indexes newer messages in batches (search.py), and a search reads the few newer messages
-directly. The update and delete triggers stay, for rows the index already holds.
+index too (a new FTS segment per commit), which held SQLite's single write lock much longer.
+The insert trigger goes; `search_index.indexed_through` records how far the index has got,
+the worker indexes newer messages in batches (search.py), and a search reads the few newer
+messages directly. The update and delete triggers stay, for rows the index already holds.
 """
 
 from __future__ import annotations
