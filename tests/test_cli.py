@@ -286,3 +286,38 @@ def test_entry_points_list_the_commands(command: list[str]) -> None:
         if line.strip()
     }
     assert set(COMMANDS) <= listed
+
+
+# the database is down ----------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["run", "--no-worker"], ["prepare"]])
+def test_a_database_that_is_down_is_one_error_line_naming_it(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    port = _closed_port()
+    url = f"postgresql+psycopg://chat:hunter2secret@127.0.0.1:{port}/inbox"
+    runner = CliRunner(env={"DATABASE_URL": url, "SECRET_KEY": "test-secret"})
+    result = runner.invoke(cli, args)
+    line = _error_line(result)
+    assert f"postgresql+psycopg://chat:***@127.0.0.1:{port}/inbox" in line
+    assert "hunter2secret" not in result.output
+    assert result.exit_code == 1
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file where the folder would go")
+    runner = CliRunner(env={"DB_PATH": str(tmp_path / "taken" / "app.db"), "SECRET_KEY": "x"})
+    line = _error_line(runner.invoke(cli, ["db", "upgrade"]))
+    assert str(tmp_path / "taken") in line

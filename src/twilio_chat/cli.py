@@ -11,6 +11,7 @@ from typing import Any
 import click
 import requests
 from flask import Flask
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from twilio_chat import create_app, messaging
 from twilio_chat.accounts import audit, users
@@ -67,6 +68,23 @@ class AppGroup(click.Group):
             raise CommandError(
                 "cannot reach the server; is it running? (twilio-chat run)"
             ) from None
+        except (OperationalError, InterfaceError) as exc:  # down, refused, unreadable file
+            raise CommandError(_database_error(ctx, exc)) from None
+        except OSError as exc:  # e.g. a folder of DB_PATH that cannot be created
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CommandError(f"{where}{exc.strerror or exc}") from None
+
+
+def _database_error(ctx: click.Context, exc: OperationalError | InterfaceError) -> str:
+    """Describe a database failure in one line naming the database, its password hidden."""
+    root = ctx.find_root().obj
+    reason = " ".join(str(exc.orig or exc).split())
+    if not isinstance(root, Flask):
+        return f"the database failed: {reason}"
+    url = get_db(root).url
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason}"
 
 
 @click.group(cls=AppGroup, context_settings={"help_option_names": ["-h", "--help"]})
