@@ -1,6 +1,8 @@
-"""Start the server (as before): `python run.py` is `twilio-chat run`."""
+"""Start the server: `python run.py [--host H] [--port P] [--no-worker]` is `twilio-chat run …`."""
+
+import sys
 
 from twilio_chat.cli import main
 
 if __name__ == "__main__":
-    main(["run"])
+    main(["run", *sys.argv[1:]])

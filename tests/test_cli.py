@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -15,15 +16,25 @@ from sqlalchemy import inspect, select
 from support import PHONE, Live, make_settings
 
 from twilio_chat import create_app
+from twilio_chat.accounts import throttle
 from twilio_chat.accounts.users import authenticate
 from twilio_chat.cli import cli
 from twilio_chat.db.engine import Database, get_db
 from twilio_chat.db.migrate import is_current
-from twilio_chat.db.models import Message
+from twilio_chat.db.models import AuditEvent, LoginAttempt, Message
 from twilio_chat.sandbox import get_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("send", "simulate", "create-user", "create-token", "db", "run", "worker")
+COMMANDS = (
+    "send",
+    "simulate",
+    "create-user",
+    "set-password",
+    "create-token",
+    "db",
+    "run",
+    "worker",
+)
 
 
 def _invoke(app: Flask, *args: str) -> Result:
@@ -157,6 +168,81 @@ def test_create_token_for_an_unknown_user_fails(app: Flask) -> None:
     assert "nobody" in line
 
 
+# set-password --------------------------------------------------------------------------------
+
+
+def _audit_text(app: Flask) -> str:
+    with get_db(app).read() as session:
+        rows = session.execute(select(AuditEvent.action, AuditEvent.target, AuditEvent.detail))
+        return repr(rows.all())
+
+
+def test_set_password_asks_twice_without_showing_it_and_replaces_the_old_one(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for _ in range(3):
+        throttle.record_failure(get_db(app), "203.0.113.9", "admin")
+    result = CliRunner().invoke(
+        cli,
+        ["set-password", "--user", "admin"],
+        obj=app,
+        input="a-new-password-42\na-new-password-42\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "a-new-password-42" not in result.output  # never echoed
+    assert "New password" in result.output and "password of admin set" in result.output
+    assert authenticate(get_db(app), "admin", "a-new-password-42") is not None
+    assert authenticate(get_db(app), "admin", "admin-password") is None
+    assert "a-new-password-42" not in caplog.text
+    audit = _audit_text(app)
+    assert "set_password" in audit and "a-new-password-42" not in audit
+    # A locked-out account can log in at once with its new password.
+    with get_db(app).read() as session:
+        assert session.scalars(select(LoginAttempt)).all() == []
+
+
+def test_set_password_reads_one_line_from_stdin_for_scripts(app: Flask) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["set-password", "--user", "admin", "--password-stdin"],
+        obj=app,
+        input="from a script 1\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "from a script" not in result.output and "New password" not in result.output
+    assert authenticate(get_db(app), "admin", "from a script 1") is not None
+
+
+def test_set_password_keeps_the_old_one_when_the_two_entries_differ(app: Flask) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["set-password", "--user", "admin"],
+        obj=app,
+        input="first-password\nsecond-password\n",
+    )
+    assert result.exit_code != 0
+    assert "do not match" in result.output
+    assert "first-password" not in result.output and "second-password" not in result.output
+    assert authenticate(get_db(app), "admin", "admin-password") is not None
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "field"),
+    [("admin", "short", "password"), ("nobody", "long-enough-1", "user")],
+)
+def test_set_password_refusals_are_one_error_line(
+    app: Flask, user: str, password: str, field: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["set-password", "--user", user, "--password-stdin"], obj=app, input=password + "\n"
+    )
+    line = _error_line(result)
+    assert line.removeprefix("error: ").split(":")[0] == field
+    assert password not in result.output
+    assert authenticate(get_db(app), "admin", "admin-password") is not None
+
+
 # simulate --------------------------------------------------------------------------------------
 
 
@@ -286,3 +372,38 @@ def test_entry_points_list_the_commands(command: list[str]) -> None:
         if line.strip()
     }
     assert set(COMMANDS) <= listed
+
+
+# the database is down ----------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["run", "--no-worker"], ["prepare"]])
+def test_a_database_that_is_down_is_one_error_line_naming_it(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    port = _closed_port()
+    url = f"postgresql+psycopg://chat:hunter2secret@127.0.0.1:{port}/inbox"
+    runner = CliRunner(env={"DATABASE_URL": url, "SECRET_KEY": "test-secret"})
+    result = runner.invoke(cli, args)
+    line = _error_line(result)
+    assert f"postgresql+psycopg://chat:***@127.0.0.1:{port}/inbox" in line
+    assert "hunter2secret" not in result.output
+    assert result.exit_code == 1
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file where the folder would go")
+    runner = CliRunner(env={"DB_PATH": str(tmp_path / "taken" / "app.db"), "SECRET_KEY": "x"})
+    line = _error_line(runner.invoke(cli, ["db", "upgrade"]))
+    assert str(tmp_path / "taken") in line

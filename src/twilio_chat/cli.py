@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import signal
+import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 import requests
 from flask import Flask
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from twilio_chat import create_app, messaging
 from twilio_chat.accounts import audit, users
@@ -67,6 +73,23 @@ class AppGroup(click.Group):
             raise CommandError(
                 "cannot reach the server; is it running? (twilio-chat run)"
             ) from None
+        except (OperationalError, InterfaceError) as exc:  # down, refused, unreadable file
+            raise CommandError(_database_error(ctx, exc)) from None
+        except OSError as exc:  # e.g. a folder of DB_PATH that cannot be created
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise CommandError(f"{where}{exc.strerror or exc}") from None
+
+
+def _database_error(ctx: click.Context, exc: OperationalError | InterfaceError) -> str:
+    """Describe a database failure in one line naming the database, its password hidden."""
+    root = ctx.find_root().obj
+    reason = " ".join(str(exc.orig or exc).split())
+    if not isinstance(root, Flask):
+        return f"the database failed: {reason}"
+    url = get_db(root).url
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    return f"cannot use the database {url.render_as_string(hide_password=True)}: {reason}"
 
 
 @click.group(cls=AppGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,52 +112,133 @@ def cli() -> None:
 @click.pass_context
 def run(ctx: click.Context, host: str | None, port: int | None, no_worker: bool) -> None:
     """Apply migrations, then serve the inbox with the reply worker in the same process."""
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from twilio_chat.jobs.worker import start_thread
 
     app = _app(ctx)
+    configured = _settings(app)
+    if port is not None and port != configured.app_port:
+        # The sandbox's address and the default public URL follow the port actually served.
+        app = ctx.find_root().obj = create_app(configured.model_copy(update={"app_port": port}))
     settings = _settings(app)
     logs.setup_logging(settings)
-    generated = _prepare(app)
+    admin = _prepare(app)
     host = host or settings.app_host
-    port = port or settings.app_port
+    port = settings.app_port
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {_host_port(host, port)}: {exc.strerror or exc}"
+            " (another server there? choose a port with --port or APP_PORT)"
+        ) from None
     stop: threading.Event | None = None
     if settings.worker_enabled and not no_worker:
         _thread, stop = start_thread(app)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    click.echo(f"Twilio Chat is running at http://{shown}:{port}/")
-    if settings.sandbox:
-        click.echo(
-            "Sandbox mode: the built-in Twilio sandbox stands in for Twilio; no real SMS is sent."
-        )
-        click.echo("Text the app:  twilio-chat simulate --from +15551230001 --body 'Hello'")
-    _print_admin(settings, generated)
+    local = _local_url(host, port)
+    # A command printed here must work as printed in another terminal, from this folder; one
+    # started there reads the settings from this folder's .env, which knows no --port.
+    url_option = f" --url {local}" if configured.base_url != settings.base_url else ""
+    for line in banner(settings, admin, host, local, _command(), url_option):
+        click.echo(line)
     try:
-        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+        server.serve_forever()
     finally:
+        server.server_close()
         if stop is not None:
             stop.set()
 
 
-def _prepare(app: Flask) -> str | None:
-    """Apply migrations, note the reply mode, create the first admin; return its new password."""
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _local_url(host: str, port: int) -> str:
+    """Return the URL this machine reaches a server bound to `host` at."""
+    if host == "0.0.0.0":  # noqa: S104
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://{_host_port(host, port)}"
+
+
+def _command() -> str:
+    """Return how a shell here runs `twilio-chat`: its name when PATH finds this one."""
+    script = Path(sys.executable).with_name("twilio-chat")
+    found = shutil.which("twilio-chat")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "twilio-chat"
+    if not script.exists():  # not installed with its console script: the module runs it
+        return f"{shlex.quote(sys.executable)} -m twilio_chat"
+    try:
+        shown = str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script.absolute())
+    return shlex.quote(shown)
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    """How the first admin logs in, as `_prepare` found or made it."""
+
+    created: bool
+    generated: str | None
+
+
+def banner(
+    settings: Settings, admin: AdminLogin, host: str, local: str, command: str, url_option: str
+) -> list[str]:
+    """Return the lines `run` prints: where it listens, how to log in, commands to try."""
+    everywhere = host in ("0.0.0.0", "::")  # noqa: S104
+    where = "every network interface" if everywhere else "this address only"
+    port = settings.app_port
+    lines = [
+        f"Twilio Chat is listening on {_host_port(host, port)} ({where}): open {local}/",
+    ]
+    if settings.sandbox:
+        lines.append(
+            "Sandbox mode: the built-in Twilio sandbox stands in for Twilio; no real SMS is sent."
+        )
+    lines += _login_lines(settings, admin)
+    user = shlex.quote(settings.admin_username)
+    lines.append("Try it from another terminal, in this folder:")
+    if settings.sandbox:
+        lines.append(f"  {command} simulate --from +15551230001 --body 'Hello'{url_option}")
+    lines += [
+        f"  TOKEN=$({command} create-token --user {user} | tail -n 1)",
+        f'  curl -H "Authorization: Bearer $TOKEN" {local}/api/conversations',
+        "Forgot a password? Set a new one (it asks for it):",
+        f"  {command} set-password --user {user}",
+    ]
+    return lines
+
+
+def _login_lines(settings: Settings, admin: AdminLogin) -> list[str]:
+    name = settings.admin_username
+    if admin.generated:
+        return [
+            f"Log in as '{name}' with the password {admin.generated}",
+            "(made now and shown only this once)",
+        ]
+    if admin.created:
+        return [f"Log in as '{name}' with the password in ADMIN_PASSWORD."]
+    lines = ["Log in with your user name and password."]
+    if settings.admin_password is not None:
+        lines.append("(ADMIN_PASSWORD was read only when the first admin was created.)")
+    return lines
+
+
+def _prepare(app: Flask) -> AdminLogin:
+    """Apply migrations, note the reply mode, create the first admin if there is no user."""
     settings = _settings(app)
     migrate.upgrade(get_db(app))
     reply_config.note_start(get_db(app), settings)
-    return users.ensure_admin(
+    had_users = users.any_user(get_db(app))
+    generated = users.ensure_admin(
         get_db(app), settings.admin_username, _secret(settings.admin_password)
     )
-
-
-def _print_admin(settings: Settings, generated: str | None) -> None:
-    if generated:
-        click.echo(f"Log in as '{settings.admin_username}' with password: {generated}")
-        click.echo(
-            "(generated now and shown only this once; set ADMIN_PASSWORD to choose your own)"
-        )
-    else:
-        click.echo(f"Log in as '{settings.admin_username}' with ADMIN_PASSWORD (or your own user).")
+    return AdminLogin(created=not had_users, generated=generated)
 
 
 @cli.command()
@@ -142,9 +246,10 @@ def _print_admin(settings: Settings, generated: str | None) -> None:
 def prepare(ctx: click.Context) -> None:
     """Apply migrations and create the first admin: what a server runs before it starts."""
     app = _app(ctx)
-    generated = _prepare(app)
+    admin = _prepare(app)
     click.echo("database is up to date")
-    _print_admin(_settings(app), generated)
+    for line in _login_lines(_settings(app), admin):
+        click.echo(line)
 
 
 @cli.command()
@@ -347,6 +452,29 @@ def create_user(ctx: click.Context, username: str, password: str | None, admin: 
     user = users.create_user(get_db(app), username, password, is_admin=admin)
     audit.record(get_db(app), "create_user", user.username, {"admin": admin}, actor="cli")
     click.echo(f"created user {user.username}{' (admin)' if admin else ''}")
+
+
+@cli.command("set-password")
+@click.option("--user", "username", required=True, help="The user whose password is set.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from standard input (for scripts) instead of asking for it.",
+)
+@click.pass_context
+def set_password(ctx: click.Context, username: str, password_stdin: bool) -> None:
+    """Set a user's password, e.g. a forgotten one; it is asked for twice and never shown."""
+    from twilio_chat.accounts import throttle
+
+    app = _app(ctx)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    users.set_password(get_db(app), username, password)
+    throttle.forget_account_failures(get_db(app), username)
+    audit.record(get_db(app), "set_password", username, {}, actor="cli")
+    click.echo(f"password of {username} set")
 
 
 @cli.command("create-token")

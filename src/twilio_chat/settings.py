@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from twilio_chat.replies import engines
+
 SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
 SANDBOX_DEFAULT_FROM = "+15005550006"
 DEFAULT_SYSTEM_PROMPT = (
@@ -72,7 +74,9 @@ class Settings(BaseModel):
     ai_system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="AI_SYSTEM_PROMPT")
     ai_enabled: bool = Field(False, alias="AI_ENABLED")
     ai_timeout_seconds: float = Field(20, gt=0, le=120, alias="AI_TIMEOUT_SECONDS")
-    chat_mode: Literal["echo", "keywords"] = Field("echo", alias="CHAT_MODE")
+    # Modules imported first that register chat engines (replies/engines.py), comma-separated.
+    chat_engine_modules: tuple[str, ...] = Field((), alias="CHAT_ENGINE_MODULES")
+    chat_mode: str = Field("echo", alias="CHAT_MODE")
     ai_human_pause_minutes: int = Field(60, ge=0, le=10080, alias="AI_HUMAN_PAUSE_MINUTES")
     auto_reply_max_per_hour: int = Field(10, ge=1, le=1000, alias="AUTO_REPLY_MAX_PER_HOUR")
     # App
@@ -110,6 +114,27 @@ class Settings(BaseModel):
             raise ValueError(
                 f"must be a phone number in E.164 form like +15551234567, got {value!r}"
             )
+        return value
+
+    @field_validator("chat_engine_modules", mode="before")
+    @classmethod
+    def _engine_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("chat_engine_modules")
+    @classmethod
+    def _import_engine_modules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        engines.import_engine_modules(value)  # they register their engines as they load
+        return value
+
+    @field_validator("chat_mode")
+    @classmethod
+    def _chat_engine(cls, value: str) -> str:
+        names = engines.engine_names()
+        if value not in names:
+            raise ValueError(f"must name a chat engine: {', '.join(names)}")
         return value
 
     @field_validator("twilio_messaging_service_sid")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from support import PHONE, Live, sandbox_sends
 
 from twilio_chat.cli import cli
-from twilio_chat.db.models import Job, Message, utcnow
+from twilio_chat.db.models import Job, Message, ReplyMode, utcnow
 from twilio_chat.jobs.worker import Worker
 from twilio_chat.replies import config as reply_config
 from twilio_chat.sandbox import get_store
@@ -167,3 +167,88 @@ def test_sync_command(live: Live) -> None:
     assert result.exit_code == 0, result.output
     assert "stored 1 new" in result.output
     assert "enqueued 1 replies" in result.output
+
+
+OTHER = "+15551230002"
+
+
+def _sends(live: Live, to: str) -> list[str]:
+    return [m["body"] for m in sandbox_sends(live, to)]
+
+
+def test_several_missed_texts_of_a_conversation_get_one_reply_to_the_newest(live: Live) -> None:
+    start = utcnow() - timedelta(hours=1)
+    _mode_on_since(live, start)
+    for i, body in enumerate(["are you there", "hello??", "call me back"]):
+        missed_text(live, body, start + timedelta(minutes=10 + i))
+    missed_text(live, "one from someone else", start + timedelta(minutes=5), sender=OTHER)
+
+    result = live.api("GET", "/api/messages/remote").json()["stored"]
+    assert (result["inserted"], result["replies_enqueued"]) == (4, 2)
+    live.run_jobs()
+    assert _sends(live, PHONE) == ["Echo: call me back"]
+    assert _sends(live, OTHER) == ["Echo: one from someone else"]
+    # The missed texts were stored in the order they were sent.
+    with live.db.read() as session:
+        bodies = session.scalars(
+            select(Message.body)
+            .where(Message.contact_number == PHONE, Message.direction == "inbound")
+            .order_by(Message.id)
+        ).all()
+    assert bodies == ["are you there", "hello??", "call me back"]
+
+
+def _mode_on_since(live: Live, since: datetime) -> None:
+    """Record the reply mode as switched on at `since`."""
+    reply_config.note_start(live.db, live.settings)
+    with live.db.session() as session:
+        session.get_one(ReplyMode, 1).since = since
+
+
+def test_a_missed_text_older_than_one_received_since_gets_no_reply(live: Live) -> None:
+    _mode_on_since(live, utcnow() - timedelta(hours=1))
+    missed_text(live, "sent while we were down", utcnow() - timedelta(minutes=10))
+    sent = live.api("POST", "/api/sandbox/simulate", json={"from": PHONE, "body": "and now"})
+    assert sent.status_code == 201, sent.text
+    live.run_jobs()
+    assert _sends(live, PHONE) == ["Echo: and now"]
+
+    result = live.api("GET", "/api/messages/remote").json()["stored"]
+    assert (result["inserted"], result["replies_enqueued"]) == (1, 0)
+    assert live.run_jobs() == 0
+    assert _sends(live, PHONE) == ["Echo: and now"]
+
+
+def test_a_synced_text_takes_its_place_in_the_thread_by_time(live: Live) -> None:
+    now = utcnow()
+    missed_text(live, "first", now - timedelta(hours=2))
+    missed_text(live, "third", now)
+    live.api("GET", "/api/messages/remote")
+    # Found by a later sync: stored after "third", sent before it.
+    missed_text(live, "second", now - timedelta(hours=1))
+    missed_text(live, "zeroth", now - timedelta(hours=3))
+    live.api("GET", "/api/messages/remote")
+
+    thread = live.api("GET", f"/api/conversations/{PHONE}").json()
+    assert [m["body"] for m in thread["messages"]] == ["zeroth", "first", "second", "third"]
+    pages, cursor = [], None
+    while True:  # page by page, newest first, each message once
+        params = {"limit": 1, **({"before": cursor} if cursor else {})}
+        page = live.api("GET", f"/api/conversations/{PHONE}", params=params).json()
+        pages += [m["body"] for m in page["messages"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == ["third", "second", "first", "zeroth"]
+    chat = live.api("GET", f"/chat/{PHONE}").text
+    positions = [chat.index(f">{body}<") for body in ("zeroth", "first", "second", "third")]
+    assert positions == sorted(positions)
+    conversation = live.api("GET", "/api/conversations").json()["conversations"][0]
+    assert conversation["last_message"]["body"] == "third"
+    # Deleting the last messages makes the one before them by time the last, not the newest id.
+    for body in ("third", "second"):
+        with live.db.read() as session:
+            sid = session.scalars(select(Message.sid).where(Message.body == body)).one()
+        assert live.api("DELETE", f"/api/messages/{sid}").status_code == 200
+    conversation = live.api("GET", "/api/conversations").json()["conversations"][0]
+    assert conversation["last_message"]["body"] == "first"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from click.testing import CliRunner
+from sqlalchemy import select
 from support import PHONE, Live, enable_ai, sandbox_sends, text_app
 from support.fake_openai import API_KEY, FakeOpenAI
 
 from twilio_chat.cli import cli
-from twilio_chat.replies.ai import trim_to_segments
+from twilio_chat.db.engine import Database
+from twilio_chat.db.models import Message, utcnow
+from twilio_chat.replies.ai import conversation_history, history, trim_to_segments
 from twilio_chat.twilio.segments import count_segments
 
 
@@ -65,3 +70,41 @@ def test_ai_send_reports_a_model_failure_in_one_line(live: Live, fake_openai: Fa
         f"error: AI: the API key was rejected by {fake_openai.base_url} (401)"
     ]
     assert API_KEY not in result.output
+
+
+def test_the_history_is_in_the_threads_order_by_time(db: Database) -> None:
+    now = utcnow()
+    with db.session() as session:  # stored in this order, sent in another
+        for body, minutes_ago, direction in [
+            ("newest, the one answered", 1, "inbound"),
+            ("oldest", 30, "inbound"),
+            ("our answer in between", 20, "outbound"),
+            ("found late by a sync", 10, "inbound"),
+            ("after the one answered", 0, "outbound"),
+        ]:
+            session.add(
+                Message(
+                    direction=direction,
+                    contact_number=PHONE,
+                    body=body,
+                    status="received",
+                    media=[],
+                    created_at=now - timedelta(minutes=minutes_ago),
+                )
+            )
+    with db.read() as session:
+        answered = session.scalars(select(Message).where(Message.body.startswith("newest"))).one()
+        assert [m.body for m in history(session, answered, 10)] == [
+            "oldest",
+            "our answer in between",
+            "found late by a sync",
+            "newest, the one answered",
+        ]
+        assert [m.body for m in history(session, answered, 2)] == [
+            "found late by a sync",
+            "newest, the one answered",
+        ]
+        assert [m.body for m in conversation_history(session, PHONE, 2)] == [
+            "newest, the one answered",
+            "after the one answered",
+        ]

@@ -298,7 +298,7 @@ def enable_ai(live: Live, fake: FakeOpenAI, **extra: Any) -> None:
 
 
 ADMIN_PASSWORD = "crash-test-admin-password"
-CLI = Path(sys.executable).parent / "twilio-chat"  # the package has no `python -m` entry
+CLI = Path(sys.executable).parent / "twilio-chat"  # the console script, as a user runs it
 
 
 ENV: dict[str, str] = {

@@ -44,3 +44,11 @@ def record_failure(db: Database, ip: str, username: str) -> None:
     with db.session() as session:
         session.add(LoginAttempt(ip=ip[:64], username=username.strip().lower()[:64], at=now))
         session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - timedelta(days=1)))
+
+
+def forget_account_failures(db: Database, username: str) -> None:
+    """Forget an account's failed logins (its password was just set anew)."""
+    with db.session() as session:
+        session.execute(
+            delete(LoginAttempt).where(LoginAttempt.username == username.strip().lower())
+        )

@@ -152,6 +152,22 @@ def revoke_token(db: Database, token_id: int) -> None:
         row.revoked_at = utcnow()
 
 
+def any_user(db: Database) -> bool:
+    """Tell whether any user exists."""
+    with db.read() as session:
+        return session.scalar(select(User.id).limit(1)) is not None
+
+
+def set_password(db: Database, username: str, password: str) -> None:
+    """Give an existing user a new password (a forgotten one is replaced, never read)."""
+    validate_password(password)
+    with db.session() as session:
+        user = session.scalar(select(User).where(User.username == username.strip()))
+        if user is None:
+            raise NotFound(f"no user named {username!r}", field="user")
+        user.password_hash = _hasher.hash(password)
+
+
 def ensure_admin(db: Database, username: str, password: str | None) -> str | None:
     """Create the first admin if there are no users; return a generated password to print once."""
     with db.read() as session:

@@ -91,6 +91,9 @@ class Message(Base):
             postgresql_using="gin",
             postgresql_ops={"body": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
+        # An id is never handed out twice (migration 0006): the search index counts every id
+        # up to search_index.indexed_through as indexed. PostgreSQL's sequences never reuse one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -6,12 +6,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from sqlalchemy import Integer, Select, Text, column, delete, func, select, table
+from sqlalchemy import (
+    Integer,
+    Select,
+    Text,
+    column,
+    delete,
+    func,
+    literal,
+    select,
+    table,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from twilio_chat.db.engine import Database
-from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, utcnow
+from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, UTCDateTime, utcnow
 from twilio_chat.errors import NotFound, Upstream
 from twilio_chat.inbox.search import indexed_through
 from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
@@ -204,16 +215,30 @@ class Thread:
     next_cursor: int | None
 
 
+def before_in_thread(session: Session, before: int) -> ColumnElement[bool]:
+    """Return the condition "comes before message `before` in its thread".
+
+    A thread is in the order its messages were sent or received (created_at, then id), not the
+    order they were stored: a text found by a sync after newer ones takes its place by time.
+    The cursor stays a message id; a message deleted since is placed by its id alone.
+    """
+    at = session.scalar(select(Message.created_at).where(Message.id == before))
+    if at is None:
+        return Message.id < before
+    return tuple_(Message.created_at, Message.id) < tuple_(literal(at, UTCDateTime()), before)
+
+
 def get_thread(db: Database, number: str, limit: int, before: int | None = None) -> Thread:
-    """Return the latest `limit` messages with one number, oldest first."""
+    """Return the latest `limit` messages with one number by time, oldest first."""
     with db.read() as session:
         contact = session.scalar(select(Contact).where(Contact.number == number))
         if contact is None:
             raise NotFound(f"no conversation with {number}", field="participant")
         query = select(Message).where(Message.contact_number == number)
         if before is not None:
-            query = query.where(Message.id < before)
-        rows = list(session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+            query = query.where(before_in_thread(session, before))
+        newest_first = query.order_by(Message.created_at.desc(), Message.id.desc())
+        rows = list(session.scalars(newest_first.limit(limit + 1)))
         opted = bool(_opted_out_numbers(session, [number]))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -295,10 +320,10 @@ def delete_message(db: Database, gateway: TwilioGateway, sid: str) -> None:
         session.flush()
         contact = session.scalar(select(Contact).where(Contact.number == number))
         if contact is not None and contact.last_message_id == local.id:
-            latest = session.scalars(
+            latest = session.scalars(  # the thread's last message, by time as touch_contact
                 select(Message)
                 .where(Message.contact_number == number)
-                .order_by(Message.id.desc())
+                .order_by(Message.created_at.desc(), Message.id.desc())
                 .limit(1)
             ).first()
             contact.last_message_id = latest.id if latest else None

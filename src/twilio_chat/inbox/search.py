@@ -5,7 +5,10 @@ Migration 0004 gave SQLite an FTS5 table with the trigram tokenizer over the mes
 to `search_index.indexed_through` are in the index; the worker indexes newer ones in batches
 (`index_new_messages`), and a search reads the messages newer than that directly (ids only grow:
 SQLite has one writer at a time). Body changes and deletes of indexed rows still reach the index
-through triggers. PostgreSQL's trigram index (pg_trgm, GIN) needs none of this.
+through triggers, which hand FTS5 the old body to remove (an external content table keeps no copy
+of it). That holds only while an id is never handed out twice: a reused id at or below the line
+would be taken as indexed, and removing its entry would corrupt the index, so the messages table
+has AUTOINCREMENT (migration 0006). PostgreSQL's trigram index (pg_trgm, GIN) needs none of this.
 """
 
 from __future__ import annotations

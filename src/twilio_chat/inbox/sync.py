@@ -1,16 +1,20 @@
 """Pull messages from Twilio's list, upsert them by sid, and answer what we missed.
 
-An inbound message found this way (it arrived while the app was down) gets its answer only if
-it is newer than the moment the current reply mode was switched on, and only once: the reply
-job and the reply row both have unique keys, so a restart never re-answers.
+Catch-up answers a conversation at most once: of the texts it missed while the app was down,
+only the newest gets a reply job, and only if it is newer than the moment the current reply
+mode was switched on and than every inbound text already stored in that conversation (one that
+arrived since has had its own answer). Never twice: the reply job and the reply row both have
+unique keys, so a restart never re-answers. The messages are stored oldest first, each at the
+time Twilio sent it, so the threads (ordered by time) show them where they belong.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Message, utcnow
@@ -37,8 +41,37 @@ class SyncResult:
     messages: list[RemoteMessage] = field(default_factory=list)
 
 
-def upsert(db: Database, settings: Settings, remote: RemoteMessage, result: SyncResult) -> None:
-    """Store or update one message from Twilio's list, in its own transaction."""
+def _sent_at(remote: RemoteMessage) -> datetime:
+    """Return when a message of Twilio's list was sent (or created), the time it is stored at."""
+    return remote.date_sent or remote.date_created or utcnow()
+
+
+def newest_per_conversation(remotes: Sequence[RemoteMessage]) -> set[str]:
+    """Return the sids of the newest inbound text of each conversation (by sender) in a list."""
+    newest: dict[str, RemoteMessage] = {}
+    for remote in remotes:
+        if remote.direction != "inbound":
+            continue
+        key = remote.from_ or ""
+        seen = newest.get(key)
+        if seen is None or (_sent_at(remote), remote.sid) > (_sent_at(seen), seen.sid):
+            newest[key] = remote
+    return {remote.sid for remote in newest.values()}
+
+
+def upsert(
+    db: Database,
+    settings: Settings,
+    remote: RemoteMessage,
+    result: SyncResult,
+    may_answer: bool = True,
+) -> None:
+    """Store or update one message from Twilio's list, in its own transaction.
+
+    `may_answer`: an inbound text new to us may get a reply job (only the newest of its
+    conversation in a sync does); it does if it is also newer than the reply mode and than
+    every inbound text of the conversation stored already.
+    """
     with db.session() as session:
         local = session.scalar(select(Message).where(Message.sid == remote.sid))
         if local is not None:
@@ -47,10 +80,18 @@ def upsert(db: Database, settings: Settings, remote: RemoteMessage, result: Sync
                 local.error_code = remote.error_code
             result.updated += int(changed)
             return
-        when = remote.date_sent or remote.date_created or utcnow()
+        when = _sent_at(remote)
         if remote.direction == "inbound":
             mode = mode_since(session)
-            answer = mode is not None and when > mode.since
+            answer = may_answer and mode is not None and when > mode.since
+            if answer:
+                latest = session.scalar(
+                    select(func.max(Message.created_at)).where(
+                        Message.contact_number == (remote.from_ or ""),
+                        Message.direction == "inbound",
+                    )
+                )
+                answer = latest is None or when > latest
             outcome = store_inbound(
                 session,
                 settings,
@@ -105,8 +146,14 @@ def sync(
     date_sent_after: datetime | None = None,
     limit: int | None = None,
 ) -> SyncResult:
-    """Page through Twilio's message list with these filters and upsert every message."""
+    """Page through Twilio's message list with these filters and upsert every message.
+
+    The whole list is read first (newest first, as Twilio gives it), then stored oldest first.
+    When Twilio fails part-way, what it gave is stored before the error is raised: its list
+    begins with the newest messages, the ones a catch-up answers.
+    """
     result = SyncResult()
+    failure: TwilioError | None = None
     try:
         for remote in gateway.iter_messages(
             to=to,
@@ -119,7 +166,11 @@ def sync(
         ):
             result.fetched += 1
             result.messages.append(remote)
-            upsert(db, settings, remote, result)
     except TwilioError as exc:
-        raise Upstream(f"Twilio refused: {exc.message}", exc.code, exc.status) from None
+        failure = exc
+    newest = newest_per_conversation(result.messages)
+    for remote in sorted(result.messages, key=lambda m: (_sent_at(m), m.sid)):
+        upsert(db, settings, remote, result, may_answer=remote.sid in newest)
+    if failure is not None:
+        raise Upstream(f"Twilio refused: {failure.message}", failure.code, failure.status)
     return result

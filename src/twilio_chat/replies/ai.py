@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import openai
 from openai import OpenAI
-from sqlalchemy import select
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from twilio_chat.db.models import Message
+from twilio_chat.db.models import Message, UTCDateTime
 from twilio_chat.replies.config import AISettings
 from twilio_chat.telemetry.metrics import OPENAI_SECONDS
 from twilio_chat.twilio.segments import count_segments
@@ -41,11 +41,17 @@ class ChatTurn:
 
 
 def history(session: Session, message: Message, limit: int) -> list[Message]:
-    """Return the conversation's last `limit` messages up to `message`, oldest first."""
+    """Return the conversation's last `limit` messages up to `message`, oldest first.
+
+    In the thread's order, by time (a text stored late by a sync takes its place by time).
+    """
+    upto = tuple_(Message.created_at, Message.id) <= tuple_(
+        literal(message.created_at, UTCDateTime()), message.id
+    )
     rows = session.scalars(
         select(Message)
-        .where(Message.contact_number == message.contact_number, Message.id <= message.id)
-        .order_by(Message.id.desc())
+        .where(Message.contact_number == message.contact_number, upto)
+        .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(limit)
     ).all()
     return list(reversed(rows))
@@ -124,7 +130,7 @@ def conversation_history(session: Session, number: str, limit: int) -> list[Mess
     rows = session.scalars(
         select(Message)
         .where(Message.contact_number == number)
-        .order_by(Message.id.desc())
+        .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(limit)
     ).all()
     return list(reversed(rows))

@@ -17,8 +17,8 @@ Why, at a million messages:
 - The dashboard counts by direction, time and status: with status in the index those counts
   read the index alone.
 
-On SQLite, a later migration must not rebuild the messages table (batch "move and copy"):
-that drops the triggers. Recreate them (see _SQLITE_TRIGGERS) if one ever does.
+On SQLite, a migration that rebuilds the messages table (batch "move and copy") drops the
+triggers: it must recreate them, as 0006 does.
 """
 
 from __future__ import annotations
