@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from twilio_chat import create_app, messaging
-from twilio_chat.accounts import audit, users
+from twilio_chat.accounts import audit, throttle, users
 from twilio_chat.db import migrate
 from twilio_chat.db.engine import get_db
 from twilio_chat.errors import AppError
@@ -464,8 +464,6 @@ def create_user(ctx: click.Context, username: str, password: str | None, admin: 
 @click.pass_context
 def set_password(ctx: click.Context, username: str, password_stdin: bool) -> None:
     """Set a user's password, e.g. a forgotten one; it is asked for twice and never shown."""
-    from twilio_chat.accounts import throttle
-
     app = _app(ctx)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

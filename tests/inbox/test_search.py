@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from sqlalchemy import delete, select, text, update
@@ -90,3 +91,35 @@ def test_deletes_and_redactions_of_indexed_and_unindexed_rows_keep_the_index_rig
     assert [m.id for m in list_messages(db, 50, text="moved").items] == [fresh[1], indexed[1]]
     with db.read() as session:
         assert session.scalar(select(Message.body).where(Message.id == indexed[0])) == ""
+
+
+def test_random_sends_deletes_and_redactions_keep_search_right(db: Database) -> None:
+    """A model of the inbox against the real one, through a seeded run of random changes."""
+    rng = random.Random(20261207)
+    words = ["apple", "banana", "cherry"]
+    model: dict[int, str] = {}  # id -> body
+    for step in range(120):
+        action = rng.choice(["add", "add", "delete_newest", "delete", "redact", "index"])
+        if action == "add" or not model:
+            model[_add(db, f"{rng.choice(words)} {step}")] = "pending"
+            with db.read() as session:
+                newest = max(model)
+                model[newest] = session.scalars(
+                    select(Message.body).where(Message.id == newest)
+                ).one()
+            continue
+        if action == "index":
+            check_index(db)
+            continue
+        target = max(model) if action == "delete_newest" else rng.choice(sorted(model))
+        with db.session() as session:
+            if action == "redact":
+                session.execute(update(Message).where(Message.id == target).values(body=""))
+                model[target] = ""
+            else:
+                session.execute(delete(Message).where(Message.id == target))
+                del model[target]
+        word = rng.choice(words)
+        expected = sorted((i for i, body in model.items() if word in body), reverse=True)
+        assert [m.id for m in list_messages(db, 500, text=word).items] == expected, step
+    check_index(db)

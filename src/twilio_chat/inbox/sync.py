@@ -41,12 +41,12 @@ class SyncResult:
     messages: list[RemoteMessage] = field(default_factory=list)
 
 
-def _sent_at(remote: RemoteMessage) -> datetime:
-    """Return when a message of Twilio's list was sent (or created), the time it is stored at."""
-    return remote.date_sent or remote.date_created or utcnow()
+def _sent_at(remote: RemoteMessage, now: datetime) -> datetime:
+    """Return when a message of Twilio's list was sent (or created; else `now`): its time here."""
+    return remote.date_sent or remote.date_created or now
 
 
-def newest_per_conversation(remotes: Sequence[RemoteMessage]) -> set[str]:
+def newest_per_conversation(remotes: Sequence[RemoteMessage], now: datetime) -> set[str]:
     """Return the sids of the newest inbound text of each conversation (by sender) in a list."""
     newest: dict[str, RemoteMessage] = {}
     for remote in remotes:
@@ -54,7 +54,7 @@ def newest_per_conversation(remotes: Sequence[RemoteMessage]) -> set[str]:
             continue
         key = remote.from_ or ""
         seen = newest.get(key)
-        if seen is None or (_sent_at(remote), remote.sid) > (_sent_at(seen), seen.sid):
+        if seen is None or (_sent_at(remote, now), remote.sid) > (_sent_at(seen, now), seen.sid):
             newest[key] = remote
     return {remote.sid for remote in newest.values()}
 
@@ -80,7 +80,7 @@ def upsert(
                 local.error_code = remote.error_code
             result.updated += int(changed)
             return
-        when = _sent_at(remote)
+        when = _sent_at(remote, utcnow())
         if remote.direction == "inbound":
             mode = mode_since(session)
             answer = may_answer and mode is not None and when > mode.since
@@ -168,8 +168,9 @@ def sync(
             result.messages.append(remote)
     except TwilioError as exc:
         failure = exc
-    newest = newest_per_conversation(result.messages)
-    for remote in sorted(result.messages, key=lambda m: (_sent_at(m), m.sid)):
+    now = utcnow()
+    newest = newest_per_conversation(result.messages, now)
+    for remote in sorted(result.messages, key=lambda m: (_sent_at(m, now), m.sid)):
         upsert(db, settings, remote, result, may_answer=remote.sid in newest)
     if failure is not None:
         raise Upstream(f"Twilio refused: {failure.message}", failure.code, failure.status)
