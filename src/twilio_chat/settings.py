@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import phonenumbers
 from dotenv import dotenv_values
@@ -47,6 +48,22 @@ def is_e164(value: str) -> bool:
     except phonenumbers.NumberParseException:
         return False
     return bool(phonenumbers.is_possible_number(parsed))
+
+
+def is_http_url(value: str) -> bool:
+    """Return True when `value` is an http(s) URL with a host that HTTP clients can use.
+
+    Printable ASCII only (an international domain name goes in its xn-- form): a space, a
+    control character or a broken host such as ``http://[::1`` makes the HTTP client fail.
+    """
+    if not value or not all("!" <= ch <= "~" for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        _port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class Settings(BaseModel):
@@ -129,8 +146,8 @@ class Settings(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        if not is_http_url(value):
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

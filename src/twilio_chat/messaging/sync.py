@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Message, utcnow
-from twilio_chat.errors import Upstream
+from twilio_chat.errors import N_, Upstream
 from twilio_chat.messaging import InboundFields, advance_status, store_inbound, touch_contact
 from twilio_chat.replies.config import mode_since
 from twilio_chat.settings import Settings
@@ -116,5 +116,7 @@ def sync(
             result.messages.append(remote)
             upsert(db, settings, remote, result)
     except TwilioError as exc:
-        raise Upstream(f"Twilio refused: {exc.message}", exc.code, exc.status) from None
+        raise Upstream(
+            N_("Twilio refused: %(reason)s"), exc.code, exc.status, reason=exc.message
+        ) from None
     return result
