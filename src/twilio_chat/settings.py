@@ -41,7 +41,11 @@ class SettingsError(Exception):
 @functools.lru_cache(maxsize=65536)  # every inbound webhook asks, mostly about known numbers
 def is_e164(value: str) -> bool:
     """Return True when `value` is a possible phone number written in E.164 form."""
-    if not value.startswith("+") or not value[1:].isdigit() or not 8 <= len(value) <= 16:
+    digits = value[1:]
+    # ASCII digits only: isdigit() and phonenumbers also take other scripts' digits.
+    if not value.startswith("+") or not (digits.isascii() and digits.isdigit()):
+        return False
+    if not 8 <= len(value) <= 16:
         return False
     try:
         parsed = phonenumbers.parse(value, None)

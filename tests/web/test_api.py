@@ -185,6 +185,8 @@ BAD_SENDS: list[tuple[str, dict[str, Any], str]] = [
     ("to with unknown country code", {"to": "+99912345678", "body": "hi"}, "to"),
     ("to with letters", {"to": "+1555123abcd", "body": "hi"}, "to"),
     ("to is a number", {"to": 123, "body": "hi"}, "to"),
+    ("to with full-width digits", {"to": "+１５５５１２３０００１", "body": "hi"}, "to"),
+    ("to with Arabic-Indic digits", {"to": "+١٥٥٥١٢٣٠٠٠١", "body": "hi"}, "to"),
     ("nothing to send", {"to": PHONE}, "body"),
     ("empty body", {"to": PHONE, "body": ""}, "body"),
     ("body of 1601", {"to": PHONE, "body": "a" * 1601}, "body"),
@@ -229,7 +231,8 @@ def test_bad_send_requests_are_400_naming_the_field_and_write_nothing(live: Live
 
 
 def test_a_json_body_that_is_not_an_object_is_a_400(live: Live) -> None:
-    for raw in ('["+15551230001", "hi"]', '"hello"', "null", "{not json", "42"):
+    too_deep = "[" * 100_000 + "]" * 100_000  # Python's parser gives up: not a 500
+    for raw in ('["+15551230001", "hi"]', '"hello"', "null", "{not json", "42", too_deep):
         answer = live.api(
             "POST", "/api/send-message", data=raw, headers={"Content-Type": "application/json"}
         )
@@ -539,7 +542,7 @@ def test_a_thread_lists_its_messages_oldest_first_and_pages_back(live: Live) -> 
 def test_an_unknown_conversation_is_404_and_a_non_e164_participant_is_400(live: Live) -> None:
     _send(live, to=PHONE)
     assert _error(live.api("GET", f"/api/conversations/{OTHER}"), 404)["field"] == "participant"
-    for bad in ("5551230002", "hello", "+1555"):
+    for bad in ("5551230002", "hello", "+1555", "+１５５５１２３０００２"):
         answer = live.api("GET", f"/api/conversations/{bad}")
         assert _error(answer, 400)["field"] == "participant", bad
     answer = live.api("GET", f"/api/conversations/{PHONE}", params={"limit": 0})

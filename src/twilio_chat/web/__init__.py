@@ -29,6 +29,7 @@ def init_app(app: OpenAPI, sandbox: bool, production: bool) -> None:
     document.
     """
     app.config.setdefault("BOOTSTRAP_SERVE_LOCAL", True)  # the panel works with no internet
+    app.json = contract.JSONProvider(app)
     bootstrap.init_app(app)
     auth.init_app(app)
     errors.init_app(app)

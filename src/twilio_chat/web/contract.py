@@ -14,8 +14,10 @@ from importlib.resources import files
 from typing import Any, NoReturn
 
 from flask import Blueprint
+from flask.json.provider import DefaultJSONProvider
 from flask_openapi3.models.info import Info
 from flask_openapi3.models.server import Server
+from flask_openapi3.models.tag import Tag
 from flask_openapi3.types import ResponseDict
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -89,8 +91,26 @@ KINDS = {
     "model_attributes_type": "json_object",
     "dict_type": "json_object",
 }
+# The document's sections.
+MESSAGES_TAG = [Tag(name="messages", description="Send, list, redact and delete messages")]
+CONVERSATIONS_TAG = [Tag(name="conversations", description="Threads, contacts and pauses")]
+REPLIES_TAG = [Tag(name="replies", description="The auto-reply and the AI replies")]
+LIVE_TAG = [Tag(name="live", description="Live updates by long polling")]
+ADMIN_TAG = [Tag(name="admin", description="The audit log, the sandbox, this document")]
+
 # What an explicit null where a value must be is told, by the field's JSON type.
 NULL_KINDS = {"integer": "int", "number": "number", "boolean": "bool", "array": "list"}
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply to parse is bad JSON, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON; Python's parser gives up on deep nesting with a RecursionError."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
 
 
 def error_answers(*statuses: int) -> ResponseDict:
