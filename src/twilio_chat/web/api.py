@@ -29,7 +29,12 @@ from twilio_chat.web.auth import (
     requires_admin,
     requires_scope,
 )
-from twilio_chat.web.contract import error_answers
+from twilio_chat.web.contract import (
+    ADMIN_TAG,
+    CONVERSATIONS_TAG,
+    MESSAGES_TAG,
+    error_answers,
+)
 from twilio_chat.web.schemas import (
     AuditPage,
     AuditQuery,
@@ -81,6 +86,7 @@ def _settings() -> Settings:
 
 @bp.post(
     "/send-message",
+    tags=MESSAGES_TAG,
     operation_id="sendMessage",
     responses={201: MessageAnswer, **error_answers(400, 401, 403, 409, 502)},
 )
@@ -103,6 +109,7 @@ def send_message(body: SendBody) -> Response:
 
 @bp.get(
     "/messages",
+    tags=MESSAGES_TAG,
     operation_id="listMessages",
     responses={200: MessagePage, **error_answers(400, 401, 403)},
 )
@@ -123,7 +130,12 @@ def messages(query: MessagesQuery) -> Response:
     )
 
 
-@bp.get("/stats", operation_id="getStats", responses={200: StatsAnswer, **error_answers(401, 403)})
+@bp.get(
+    "/stats",
+    tags=MESSAGES_TAG,
+    operation_id="getStats",
+    responses={200: StatsAnswer, **error_answers(401, 403)},
+)
 @requires_scope("read")
 def dashboard_stats() -> Response:
     """Return the dashboard's statistics: counts of today and of the last 7 days."""
@@ -133,6 +145,7 @@ def dashboard_stats() -> Response:
 
 @bp.get(
     "/messages/remote",
+    tags=MESSAGES_TAG,
     operation_id="listRemoteMessages",
     responses={200: RemoteMessageList, **error_answers(400, 401, 403, 502)},
 )
@@ -164,6 +177,7 @@ def remote_messages(query: RemoteMessagesQuery) -> Response:
 
 @bp.get(
     "/messages/<sid>",
+    tags=MESSAGES_TAG,
     operation_id="getMessage",
     responses={200: MessageDetail, **error_answers(400, 401, 403, 404, 502)},
 )
@@ -181,6 +195,7 @@ def message_detail(path: SidPath) -> Response:
 
 @bp.post(
     "/messages/<sid>/redact",
+    tags=MESSAGES_TAG,
     operation_id="redactMessage",
     responses={200: RedactAnswer, **error_answers(400, 401, 403, 404, 502)},
 )
@@ -196,6 +211,7 @@ def redact(path: SidPath) -> Response:
 
 @bp.delete(
     "/messages/<sid>",
+    tags=MESSAGES_TAG,
     operation_id="deleteMessage",
     responses={200: DeleteAnswer, **error_answers(400, 401, 403, 404, 502)},
 )
@@ -212,6 +228,7 @@ def delete(path: SidPath) -> Response:
 
 @bp.get(
     "/conversations",
+    tags=CONVERSATIONS_TAG,
     operation_id="listConversations",
     responses={200: ConversationPage, **error_answers(400, 401, 403)},
 )
@@ -229,6 +246,7 @@ def conversation_list(query: ConversationsQuery) -> Response:
 
 @bp.get(
     "/conversations/<participant>",
+    tags=CONVERSATIONS_TAG,
     operation_id="getConversation",
     responses={200: Thread, **error_answers(400, 401, 403, 404)},
 )
@@ -247,6 +265,7 @@ def conversation(path: ParticipantPath, query: ThreadQuery) -> Response:
 
 @bp.post(
     "/conversations/<participant>/contact",
+    tags=CONVERSATIONS_TAG,
     operation_id="nameContact",
     responses={200: ContactAnswer, **error_answers(400, 401, 403)},
 )
@@ -263,6 +282,7 @@ def contact(path: ParticipantPath, body: ContactBody) -> Response:
 
 @sandbox_bp.post(
     "/sandbox/simulate",
+    tags=ADMIN_TAG,
     operation_id="simulateInbound",
     responses={201: SimulateAnswer, **error_answers(400, 401, 403)},
 )
@@ -274,7 +294,10 @@ def simulate(body: SimulateBody) -> Response:
 
 
 @bp.get(
-    "/audit", operation_id="auditLog", responses={200: AuditPage, **error_answers(400, 401, 403)}
+    "/audit",
+    tags=ADMIN_TAG,
+    operation_id="auditLog",
+    responses={200: AuditPage, **error_answers(400, 401, 403)},
 )
 @requires_admin
 def audit_log(query: AuditQuery) -> Response:
@@ -290,6 +313,7 @@ def audit_log(query: AuditQuery) -> Response:
 
 @bp.get(
     "/openapi.json",
+    tags=ADMIN_TAG,
     operation_id="openapi",
     openapi_extensions=PUBLIC,
     responses={
@@ -307,6 +331,7 @@ def openapi() -> Response:
 
 @bp.get(
     "/docs",
+    tags=ADMIN_TAG,
     operation_id="docs",
     openapi_extensions=PUBLIC,
     responses={

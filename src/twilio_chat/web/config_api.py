@@ -14,7 +14,7 @@ from twilio_chat.replies import ai
 from twilio_chat.replies import config as reply_config
 from twilio_chat.settings import Settings
 from twilio_chat.web.auth import requires_scope
-from twilio_chat.web.contract import error_answers
+from twilio_chat.web.contract import CONVERSATIONS_TAG, REPLIES_TAG, error_answers
 from twilio_chat.web.schemas import (
     AIConfig,
     AIConfigBody,
@@ -61,6 +61,7 @@ def _configs() -> tuple[AutoReplyConfig, AIConfig]:
 
 @bp.get(
     "/auto-reply/config",
+    tags=REPLIES_TAG,
     operation_id="getAutoReply",
     responses={200: AutoReplyConfig, **error_answers(401, 403)},
 )
@@ -72,6 +73,7 @@ def auto_reply_get() -> Response:
 
 @bp.post(
     "/auto-reply/config",
+    tags=REPLIES_TAG,
     operation_id="saveAutoReply",
     responses={200: AutoReplyConfig, **error_answers(400, 401, 403)},
 )
@@ -86,6 +88,7 @@ def auto_reply_save(body: AutoReplyBody) -> Response:
 
 @bp.get(
     "/ai/config",
+    tags=REPLIES_TAG,
     operation_id="getAIConfig",
     responses={200: AIConfig, **error_answers(401, 403)},
 )
@@ -97,6 +100,7 @@ def ai_get() -> Response:
 
 @bp.post(
     "/ai/config",
+    tags=REPLIES_TAG,
     operation_id="saveAIConfig",
     responses={200: AIConfig, **error_answers(400, 401, 403)},
 )
@@ -117,6 +121,7 @@ class AITestFailed(AppError):
 
 @bp.post(
     "/ai/test",
+    tags=REPLIES_TAG,
     operation_id="testAI",
     responses={200: AITestAnswer, **error_answers(400, 401, 403, 502)},
 )
@@ -140,6 +145,7 @@ def ai_test(body: AITestBody) -> Response:
 
 @bp.post(
     "/conversations/<participant>/pause",
+    tags=CONVERSATIONS_TAG,
     operation_id="pauseConversation",
     responses={200: PauseAnswer, **error_answers(400, 401, 403)},
 )
@@ -157,6 +163,7 @@ def pause(path: ParticipantPath, body: PauseBody) -> Response:
 
 @bp.post(
     "/conversations/<participant>/resume",
+    tags=CONVERSATIONS_TAG,
     operation_id="resumeConversation",
     responses={200: PauseAnswer, **error_answers(400, 401, 403)},
 )

@@ -20,7 +20,7 @@ from twilio_chat.db.engine import get_db
 from twilio_chat.errors import N_, InvalidInput
 from twilio_chat.inbox import conversations
 from twilio_chat.web.auth import requires_scope
-from twilio_chat.web.contract import error_answers
+from twilio_chat.web.contract import LIVE_TAG, error_answers
 from twilio_chat.web.schemas import EventsAnswer, EventsQuery
 from twilio_chat.web.serialize import message_json
 
@@ -41,6 +41,7 @@ def stop_long_polls(app: Flask) -> None:
 
 @bp.get(
     "/events",
+    tags=LIVE_TAG,
     operation_id="events",
     description="Answers as soon as a message is new or has a new status; with none and the "
     "same cursor after `timeout` seconds, or at once when the server stops.",
