@@ -25,7 +25,7 @@ from support.fake_openai import FakeOpenAI
 from twilio_chat import create_app
 from twilio_chat.web.live import stop_long_polls
 
-MAX_EXAMPLES = 80  # requests per operation that takes input: about 1,400 in all
+MAX_EXAMPLES = 70  # requests per operation that takes input: about 1,200 in all
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
