@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,14 @@ class App(OpenAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+        self._doc_lock = threading.Lock()
+
+    @property
+    def api_doc(self) -> dict[str, Any]:
+        """Return the OpenAPI document, written by the first request that asks, once."""
+        with self._doc_lock:  # request threads: one writes it, the others wait for it
+            doc: dict[str, Any] = super().api_doc
+            return doc
 
     def generate_spec_json(self) -> None:
         """Write the OpenAPI document, listing a 400 answer only where an operation declares it.
