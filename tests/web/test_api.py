@@ -131,6 +131,12 @@ def test_send_message_accepts_media_only_template_only_and_form_bodies(live: Liv
     assert len(_remote(live)) == 3
 
 
+def test_blank_media_url_lines_are_dropped_as_the_panel_sends_them(live: Live) -> None:
+    urls = ["  https://example.com/a.png ", "   ", ""]
+    sent = _send(live, body="one picture", media_urls=urls)
+    assert [m["url"] for m in sent["media"]] == ["https://example.com/a.png"]
+
+
 def test_a_body_of_exactly_1600_characters_is_sent(live: Live) -> None:
     sent = _send(live, body="a" * 1600)
     assert len(sent["body"]) == 1600

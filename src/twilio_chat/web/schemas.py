@@ -85,7 +85,7 @@ class Contract(BaseModel):
         """Return the model's JSON schema, built once (a copy: callers may change it).
 
         flask-openapi3 asks for a query model's schema on every request it validates, and
-        building one takes about a millisecond.
+        building one costs far more than copying it.
         """
         key = (cls, args, tuple(sorted(kwargs.items())))
         schema = SCHEMAS.get(key)
@@ -155,7 +155,8 @@ def _one_or_many(value: Any) -> Any:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
-        return [v.strip() if isinstance(v, str) else v for v in value if v != "" and v != " "]
+        items = [v.strip() if isinstance(v, str) else v for v in value]
+        return [v for v in items if v != ""]  # anything but text is left for the type check
     return value
 
 
