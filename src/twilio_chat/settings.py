@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import phonenumbers
 from dotenv import dotenv_values
@@ -42,13 +43,33 @@ class SettingsError(Exception):
 @functools.lru_cache(maxsize=65536)  # every inbound webhook asks, mostly about known numbers
 def is_e164(value: str) -> bool:
     """Return True when `value` is a possible phone number written in E.164 form."""
-    if not value.startswith("+") or not value[1:].isdigit() or not 8 <= len(value) <= 16:
+    digits = value[1:]
+    # ASCII digits only: isdigit() and phonenumbers also take other scripts' digits.
+    if not value.startswith("+") or not (digits.isascii() and digits.isdigit()):
+        return False
+    if not 8 <= len(value) <= 16:
         return False
     try:
         parsed = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         return False
     return bool(phonenumbers.is_possible_number(parsed))
+
+
+def is_http_url(value: str) -> bool:
+    """Return True when `value` is an http(s) URL with a host that HTTP clients can use.
+
+    Printable ASCII only (an international domain name goes in its xn-- form): a space, a
+    control character or a broken host such as ``http://[::1`` makes the HTTP client fail.
+    """
+    if not value or not all("!" <= ch <= "~" for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        _port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 class Settings(BaseModel):
@@ -156,8 +177,8 @@ class Settings(BaseModel):
     def _url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        if not is_http_url(value):
+            raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -217,3 +217,53 @@ def test_the_reply_jobs_ai_switch_agrees_with_the_whole_ai_config(
         assert ai_enabled(*flags, settings) is whole
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"api_key": "sk-zażółć-gęślą-jaźń"}, "api_key"),
+        ({"api_key": "sk-with space"}, "api_key"),
+        ({"api_key": "sk-line\nbreak"}, "api_key"),
+        ({"base_url": "http://[::1"}, "base_url"),
+        ({"base_url": "http://"}, "base_url"),
+        ({"base_url": "https://exa mple.com/v1"}, "base_url"),
+    ],
+)
+def test_ai_config_refuses_a_key_or_base_url_the_sdk_cannot_use(
+    live: Live, payload: dict[str, Any], field: str
+) -> None:
+    answer = live.api("POST", "/api/ai/config", json=payload)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field
+    with live.db.read() as session:
+        assert session.get(AIConfig, 1) is None
+
+
+def test_ai_test_with_an_unusable_key_from_the_environment_is_a_400(live_factory: Any) -> None:
+    live = live_factory(OPENAI_API_KEY="sk-zażółć")
+    answer = live.api("POST", "/api/ai/test", json={})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "api_key"
+    assert "zażółć" not in answer.text
+
+
+def test_ai_test_with_an_unusable_stored_base_url_is_a_400(live: Live) -> None:
+    # Saved before the config refused such values: the test answers 400, not 500.
+    live.api("POST", "/api/ai/config", json={"api_key": API_KEY})
+    with live.db.session() as session:
+        row = session.get(AIConfig, 1)
+        assert row is not None
+        row.base_url = "http://[::1"
+    answer = live.api("POST", "/api/ai/test", json={})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "base_url"
+
+
+def test_ai_test_errors_are_in_polish(live: Live) -> None:
+    answer = live.api("POST", "/api/ai/test", json={}, headers={"Accept-Language": "pl"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"] == "api_key"
+    assert answer.json()["error"]["message"] == (
+        "nie ustawiono klucza API OpenAI (pole 'api_key' konfiguracji AI lub OPENAI_API_KEY)"
+    )

@@ -131,6 +131,12 @@ def test_send_message_accepts_media_only_template_only_and_form_bodies(live: Liv
     assert len(_remote(live)) == 3
 
 
+def test_blank_media_url_lines_are_dropped_as_the_panel_sends_them(live: Live) -> None:
+    urls = ["  https://example.com/a.png ", "   ", ""]
+    sent = _send(live, body="one picture", media_urls=urls)
+    assert [m["url"] for m in sent["media"]] == ["https://example.com/a.png"]
+
+
 def test_a_body_of_exactly_1600_characters_is_sent(live: Live) -> None:
     sent = _send(live, body="a" * 1600)
     assert len(sent["body"]) == 1600
@@ -185,6 +191,8 @@ BAD_SENDS: list[tuple[str, dict[str, Any], str]] = [
     ("to with unknown country code", {"to": "+99912345678", "body": "hi"}, "to"),
     ("to with letters", {"to": "+1555123abcd", "body": "hi"}, "to"),
     ("to is a number", {"to": 123, "body": "hi"}, "to"),
+    ("to with full-width digits", {"to": "+１５５５１２３０００１", "body": "hi"}, "to"),
+    ("to with Arabic-Indic digits", {"to": "+١٥٥٥١٢٣٠٠٠١", "body": "hi"}, "to"),
     ("nothing to send", {"to": PHONE}, "body"),
     ("empty body", {"to": PHONE, "body": ""}, "body"),
     ("body of 1601", {"to": PHONE, "body": "a" * 1601}, "body"),
@@ -229,7 +237,8 @@ def test_bad_send_requests_are_400_naming_the_field_and_write_nothing(live: Live
 
 
 def test_a_json_body_that_is_not_an_object_is_a_400(live: Live) -> None:
-    for raw in ('["+15551230001", "hi"]', '"hello"', "null", "{not json", "42"):
+    too_deep = "[" * 100_000 + "]" * 100_000  # Python's parser gives up: not a 500
+    for raw in ('["+15551230001", "hi"]', '"hello"', "null", "{not json", "42", too_deep):
         answer = live.api(
             "POST", "/api/send-message", data=raw, headers={"Content-Type": "application/json"}
         )
@@ -539,7 +548,7 @@ def test_a_thread_lists_its_messages_oldest_first_and_pages_back(live: Live) -> 
 def test_an_unknown_conversation_is_404_and_a_non_e164_participant_is_400(live: Live) -> None:
     _send(live, to=PHONE)
     assert _error(live.api("GET", f"/api/conversations/{OTHER}"), 404)["field"] == "participant"
-    for bad in ("5551230002", "hello", "+1555"):
+    for bad in ("5551230002", "hello", "+1555", "+１５５５１２３０００２"):
         answer = live.api("GET", f"/api/conversations/{bad}")
         assert _error(answer, 400)["field"] == "participant", bad
     answer = live.api("GET", f"/api/conversations/{PHONE}", params={"limit": 0})
@@ -737,3 +746,173 @@ def test_openapi_describes_exactly_the_api_routes_with_their_methods(live: Live)
     routes = _api_routes(live)
     assert "/api/messages/{sid}" in routes  # the conversion worked
     assert documented == routes
+
+
+def test_openapi_says_which_operations_need_a_login_as_the_route_guard_does(live: Live) -> None:
+    spec = live.api("GET", "/api/openapi.json", token=None).json()
+    assert spec["security"] == [{"bearer": []}, {"session": []}]
+    views = {}
+    for rule in live.app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            views[(path, method.lower())] = live.app.view_functions[rule.endpoint]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            where = f"{method} {path}"
+            if getattr(views[(path, method)], "public_reason", None):
+                assert operation["security"] == [], where
+                assert "401" not in operation["responses"], where
+            else:
+                assert "security" not in operation, where  # the document's default: a login
+                assert {"401", "403"} <= set(operation["responses"]), where
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert "400" in operation["responses"], where
+            for status, answer in operation["responses"].items():
+                if status >= "400":
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorAnswer"}, where
+    error = spec["components"]["schemas"]["ErrorDetail"]
+    assert set(error["required"]) == {"code", "message", "field"}
+
+
+# Bad input that used to reach Twilio or the database ----------------------------------------
+
+
+def test_a_message_sid_that_is_not_a_sid_is_400_before_twilio_is_asked(live: Live) -> None:
+    for method, path in (
+        ("GET", "/api/messages/%23"),
+        ("POST", "/api/messages/%23/redact"),
+        ("DELETE", "/api/messages/%23"),
+        ("GET", "/api/messages/SM123"),
+        ("DELETE", "/api/messages/" + "XX" + "0" * 32),
+    ):
+        error = _error(live.api(method, path), 400)
+        assert (error["code"], error["field"]) == ("invalid", "sid"), (method, path)
+
+
+def test_a_date_with_a_three_digit_year_is_400_before_twilio_is_asked(live: Live) -> None:
+    for name in ("date_sent", "date_sent_before", "date_sent_after"):
+        for value in ("0246-01-01", "0999-12-31T10:00:00Z", "9999-12-31T23:00:00-05:00"):
+            answer = live.api("GET", "/api/messages/remote", params={name: value})
+            assert _error(answer, 400)["field"] == name, (name, value)
+
+
+def test_a_search_text_with_a_nul_character_is_400(live: Live) -> None:
+    _send(live, body="a b")
+    answer = live.api("GET", "/api/messages?text=a%00b")
+    assert _error(answer, 400)["field"] == "text"
+
+
+def test_text_with_a_nul_character_is_refused_everywhere_it_would_be_stored(live: Live) -> None:
+    cases: list[tuple[str, str, dict[str, Any], str]] = [
+        ("POST", "/api/send-message", {"to": PHONE, "body": "a\x00b"}, "body"),
+        ("POST", f"/api/conversations/{PHONE}/contact", {"name": "Al\x00ice"}, "name"),
+        ("POST", "/api/sandbox/simulate", {"from": PHONE, "body": "a\x00b"}, "body"),
+        ("POST", "/api/auto-reply/config", {"enabled": True, "message": "a\x00b"}, "message"),
+        ("POST", "/api/ai/config", {"system_prompt": "a\x00b"}, "system_prompt"),
+    ]
+    for method, path, payload, field in cases:
+        answer = live.api(method, path, json=payload)
+        assert _error(answer, 400)["field"] == field, path
+    assert _message_count(live) == 0
+
+
+# Errors in the user's language ----------------------------------------------------------------
+
+POLISH = {"Accept-Language": "pl"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "field", "polish"),
+    [
+        (
+            "POST",
+            "/api/send-message",
+            {"to": 123, "body": "hi"},
+            "to",
+            "to musi być tekstem.",
+        ),
+        (
+            "POST",
+            f"/api/conversations/{PHONE}/pause",
+            {"minutes": 0},
+            "minutes",
+            "minutes musi być liczbą całkowitą od 1 do 525600.",
+        ),
+        (
+            "GET",
+            "/api/messages?limit=0",
+            None,
+            "limit",
+            "limit musi być liczbą całkowitą od 1 do 500.",
+        ),
+        (
+            "GET",
+            "/api/messages?direction=sideways",
+            None,
+            "direction",
+            "direction musi mieć jedną z wartości: inbound, outbound.",
+        ),
+        (
+            "GET",
+            "/api/conversations/hello",
+            None,
+            "participant",
+            "participant musi być numerem telefonu w formacie E.164, np. +48601234567.",
+        ),
+    ],
+)
+def test_validation_errors_are_in_polish_under_accept_language_pl(
+    live: Live, method: str, path: str, payload: Any, field: str, polish: str
+) -> None:
+    answer = live.api(method, path, json=payload, headers=dict(POLISH))
+    error = _error(answer, 400)
+    assert (error["field"], error["message"]) == (field, polish)
+    english = _error(live.api(method, path, json=payload), 400)
+    assert english["field"] == field
+    assert english["message"] != polish
+
+
+ENGLISH_ERRORS: list[tuple[str, str, Any, int]] = [
+    ("POST", "/api/send-message", {"body": "hi"}, 400),
+    ("POST", "/api/send-message", {"to": PHONE, "body": "a" * 1601}, 400),
+    ("POST", "/api/send-message", {"to": PHONE, "media_urls": [1]}, 400),
+    ("POST", "/api/send-message", {"to": PHONE, "body": "hi", "use_messaging_service": 7}, 400),
+    ("POST", "/api/send-message", ["not", "an", "object"], 400),
+    ("GET", "/api/messages?limit=abc", None, 400),
+    ("GET", "/api/messages?status=lost", None, 400),
+    ("GET", "/api/messages?number=12345", None, 400),
+    ("GET", "/api/messages?before=abc", None, 400),
+    ("GET", "/api/messages?text=" + "x" * 201, None, 400),
+    ("GET", "/api/messages/remote?date_sent=yesterday", None, 400),
+    ("GET", "/api/messages/remote?to=5551230001", None, 400),
+    ("GET", f"/api/messages/{UNKNOWN_SID}", None, 404),
+    ("GET", f"/api/conversations/{OTHER}", None, 404),
+    ("GET", "/api/events?cursor=nonsense", None, 400),
+    ("GET", "/api/audit?limit=0", None, 400),
+    ("POST", f"/api/conversations/{PHONE}/contact", {"name": "x" * 121}, 400),
+    ("POST", f"/api/conversations/{PHONE}/pause", {"minutes": "soon"}, 400),
+    ("POST", "/api/auto-reply/config", {"enabled": "yes", "message": "ok"}, 400),
+    ("POST", "/api/ai/config", {"colour": "blue"}, 400),
+    ("POST", "/api/ai/config", {"history_limit": 0}, 400),
+    ("POST", "/api/ai/test", {}, 400),
+    ("POST", "/api/ai/test", {"message": 5}, 400),
+    ("POST", "/api/sandbox/simulate", {"from": "nobody", "body": "hi"}, 400),
+    ("GET", "/api/no-such-route", None, 404),
+    ("PUT", "/api/messages", None, 405),
+]
+
+
+def test_every_api_error_is_translated(live: Live) -> None:
+    _send(live)
+    for method, path, payload, status in ENGLISH_ERRORS:
+        english = _error(live.api(method, path, json=payload), status)
+        polish = _error(live.api(method, path, json=payload, headers=dict(POLISH)), status)
+        assert polish["code"] == english["code"] and polish["field"] == english["field"], path
+        assert polish["message"] != english["message"], (method, path, english["message"])
+
+
+def test_auth_errors_are_translated(live: Live) -> None:
+    english = _error(live.api("GET", "/api/messages", token=None), 401)
+    polish = _error(live.api("GET", "/api/messages", token=None, headers=dict(POLISH)), 401)
+    assert polish["message"] != english["message"]

@@ -25,6 +25,7 @@ from twilio_chat.db.models import ApiToken, Message, User
 from twilio_chat.sandbox import get_store
 from twilio_chat.sandbox.store import SandboxFault, SandboxMessage, SandboxOptOut
 from twilio_chat.settings import SANDBOX_ACCOUNT_SID
+from twilio_chat.web.auth import STATIC_ENDPOINTS
 
 PASSWORD = "admin-password"  # what conftest gives the admin
 OTHER = "+15551230002"
@@ -42,6 +43,8 @@ PUBLIC_ENDPOINTS = {
     "health.readyz",
     "panel.login",
     "api.openapi",
+    "api.docs",
+    "api_docs.static",
     "webhooks.inbound",
     "webhooks.status",
     "sandbox.messages",
@@ -63,6 +66,8 @@ PUBLIC_ANSWERS = {
     ("panel.login", "GET"): 200,
     ("panel.login", "POST"): 401,  # no CSRF token, no password
     ("api.openapi", "GET"): 200,
+    ("api.docs", "GET"): 200,  # the docs page: Swagger UI over the document
+    ("api_docs.static", "GET"): 404,  # no such file here; the guard did not stop it
     ("webhooks.inbound", "POST"): 403,  # no X-Twilio-Signature
     ("webhooks.status", "POST"): 403,
     ("sandbox.messages", "GET"): 401,  # no HTTP Basic
@@ -156,7 +161,7 @@ def test_every_route_is_protected_unless_deliberately_public(live: Live) -> None
     with _browser() as browser:
         for rule in live.app.url_map.iter_rules():
             view = live.app.view_functions[rule.endpoint]
-            is_public = rule.endpoint in ("static", "bootstrap.static") or bool(
+            is_public = rule.endpoint in STATIC_ENDPOINTS or bool(
                 getattr(view, "public_reason", None)
             )
             path = _fill(rule.rule, examples)

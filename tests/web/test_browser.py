@@ -333,3 +333,29 @@ def test_usable_on_a_375_pixel_phone(browser: Browser, panel: Live) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     shot(page, "dashboard-375px")
     context.close()
+
+
+def test_the_api_docs_work_offline_under_the_csp_and_try_it_out_uses_the_login(
+    browser: Browser, panel: Live
+) -> None:
+    context, page = new_page(browser)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(panel.url + "/api/docs")  # public, as /api/openapi.json is
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Twilio Chat API")
+    expect(page.locator("#operations-messages-sendMessage")).to_be_visible()
+    shot(page, "api-docs")
+    assert requested and all(url.startswith(panel.url) for url in requested), requested
+
+    # Logged in to the panel, "Try it out" rides on the session, with its CSRF token.
+    login(page, panel)
+    page.goto(panel.url + "/api/docs#/conversations/resumeConversation")
+    operation = page.locator("#operations-conversations-resumeConversation")
+    operation.get_by_role("button", name="Try it out").click()
+    operation.locator('input[placeholder="participant"]').fill(PHONE)
+    operation.get_by_role("button", name="Execute").click()
+    expect(
+        operation.locator(".live-responses-table td.response-col_status:not(.col_header)")
+    ).to_have_text("200")
+    no_console_errors(page)
+    context.close()

@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, UTCDateTime, utcnow
-from twilio_chat.errors import NotFound, Upstream
+from twilio_chat.errors import N_, NotFound, Upstream
 from twilio_chat.inbox.search import indexed_through
 from twilio_chat.twilio.gateway import RemoteMessage, TwilioError, TwilioGateway
 
@@ -233,7 +233,9 @@ def get_thread(db: Database, number: str, limit: int, before: int | None = None)
     with db.read() as session:
         contact = session.scalar(select(Contact).where(Contact.number == number))
         if contact is None:
-            raise NotFound(f"no conversation with {number}", field="participant")
+            raise NotFound(
+                N_("There is no conversation with %(number)s."), "participant", number=number
+            )
         query = select(Message).where(Message.contact_number == number)
         if before is not None:
             query = query.where(before_in_thread(session, before))
@@ -282,8 +284,8 @@ def get_message(db: Database, gateway: TwilioGateway, sid: str) -> MessageDetail
 
 def _upstream_or_404(exc: TwilioError, sid: str) -> Exception:
     if exc.not_found:
-        return NotFound(f"no message with sid {sid}", field="sid")
-    return Upstream(f"Twilio refused: {exc.message}", exc.code, exc.status)
+        return NotFound(N_("There is no message with SID %(sid)s."), "sid", sid=sid)
+    return Upstream(N_("Twilio refused: %(reason)s"), exc.code, exc.status, reason=exc.message)
 
 
 def redact_message(db: Database, gateway: TwilioGateway, sid: str) -> Message | None:
@@ -320,12 +322,14 @@ def delete_message(db: Database, gateway: TwilioGateway, sid: str) -> None:
         session.flush()
         contact = session.scalar(select(Contact).where(Contact.number == number))
         if contact is not None and contact.last_message_id == local.id:
-            latest = session.scalars(  # the thread's last message, by time as touch_contact
-                select(Message)
-                .where(Message.contact_number == number)
-                .order_by(Message.created_at.desc(), Message.id.desc())
-                .limit(1)
-            ).first()
+            latest = (
+                session.scalars(  # the thread's last message, by time, as count_on_conversation
+                    select(Message)
+                    .where(Message.contact_number == number)
+                    .order_by(Message.created_at.desc(), Message.id.desc())
+                    .limit(1)
+                ).first()
+            )
             contact.last_message_id = latest.id if latest else None
             contact.last_message_at = latest.created_at if latest else None
 

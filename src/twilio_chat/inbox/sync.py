@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Message, utcnow
-from twilio_chat.errors import Upstream
+from twilio_chat.errors import N_, Upstream
 from twilio_chat.messaging import (
     InboundFields,
     advance_status,
@@ -173,5 +173,7 @@ def sync(
     for remote in sorted(result.messages, key=lambda m: (_sent_at(m, now), m.sid)):
         upsert(db, settings, remote, result, may_answer=remote.sid in newest)
     if failure is not None:
-        raise Upstream(f"Twilio refused: {failure.message}", failure.code, failure.status)
+        raise Upstream(
+            N_("Twilio refused: %(reason)s"), failure.code, failure.status, reason=failure.message
+        )
     return result

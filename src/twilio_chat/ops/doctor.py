@@ -293,6 +293,8 @@ def check_public_url(settings: Settings, session: requests.Session | None = None
 # 7. OpenAI -----------------------------------------------------------------------------------
 
 AI_HINTS = {
+    "bad_key": "check OPENAI_API_KEY, or the key saved in the AI tab",
+    "bad_base_url": "check OPENAI_BASE_URL, or the base URL saved in the AI tab",
     "auth": "check OPENAI_API_KEY, or the key saved in the AI tab",
     "timeout": "check OPENAI_BASE_URL and the network, or raise AI_TIMEOUT_SECONDS",
     "unreachable": "check OPENAI_BASE_URL and the network",

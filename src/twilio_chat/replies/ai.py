@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 from openai import OpenAI
@@ -15,21 +16,30 @@ from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from twilio_chat.db.models import Message, UTCDateTime
-from twilio_chat.replies.config import AISettings
+from twilio_chat.errors import N_
+from twilio_chat.replies.config import AISettings, is_usable_api_key
+from twilio_chat.settings import is_http_url
 from twilio_chat.telemetry.metrics import OPENAI_SECONDS
 from twilio_chat.twilio.segments import count_segments
 
 TIMEOUT_SECONDS = 20.0
 MAX_TRIES = 2
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # the SDK's own default
 
 
 class AIError(Exception):
-    """The model could not answer; the message says why in plain words."""
+    """The model could not answer; the message says why in plain words.
 
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind = kind  # no_key | auth | timeout | unreachable | server | empty
+    `template` and `params` let the web layer say it in the user's language (see AppError).
+    """
+
+    def __init__(self, template: str, kind: str, **params: Any) -> None:
+        self.template = template
+        self.params = params
+        self.message = template % params if params else template
+        super().__init__(self.message)
+        # no_key | bad_key | bad_base_url | auth | timeout | unreachable | server | empty
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -94,14 +104,24 @@ def complete(
 ) -> str:
     """Ask the model for the next assistant message; raise AIError with a clear reason."""
     if not config.api_key:
-        raise AIError("no OpenAI API key is set (AI config 'api_key' or OPENAI_API_KEY)", "no_key")
+        raise AIError(
+            N_("no OpenAI API key is set (AI config 'api_key' or OPENAI_API_KEY)"), "no_key"
+        )
+    # A key or URL the HTTP client cannot send would fail inside the SDK with no clear reason
+    # (it may predate the config's checks, or come from the environment).
+    if not is_usable_api_key(config.api_key):
+        raise AIError(
+            N_("the API key must be printable ASCII characters without spaces"), "bad_key"
+        )
+    if config.base_url and not is_http_url(config.base_url):
+        raise AIError(N_("the base URL is not a usable http:// or https:// URL"), "bad_base_url")
     client = OpenAI(
         api_key=config.api_key,
         base_url=config.base_url or None,
         timeout=timeout,
         max_retries=MAX_TRIES - 1,
     )
-    where = config.base_url or "the OpenAI API"
+    where = config.base_url or OPENAI_BASE_URL
     try:
         with OPENAI_SECONDS.time():
             answer = client.chat.completions.create(
@@ -110,18 +130,27 @@ def complete(
                 messages=[{"role": t.role, "content": t.content} for t in turns],  # type: ignore[misc]
             )
     except openai.AuthenticationError:
-        raise AIError(f"the API key was rejected by {where} (401)", "auth") from None
+        raise AIError(
+            N_("the API key was rejected by %(where)s (401)"), "auth", where=where
+        ) from None
     except openai.APITimeoutError:
-        raise AIError(f"{where} did not answer within {timeout:g} s", "timeout") from None
+        raise AIError(
+            N_("%(where)s did not answer within %(seconds)g s"),
+            "timeout",
+            where=where,
+            seconds=timeout,
+        ) from None
     except openai.APIConnectionError:
-        raise AIError(f"cannot reach {where}", "unreachable") from None
+        raise AIError(N_("cannot reach %(where)s"), "unreachable", where=where) from None
     except openai.APIStatusError as exc:
-        raise AIError(f"{where} answered HTTP {exc.status_code}", "server") from None
+        raise AIError(
+            N_("%(where)s answered HTTP %(status)d"), "server", where=where, status=exc.status_code
+        ) from None
     finally:
         client.close()
     content = answer.choices[0].message.content if answer.choices else None
     if not content or not content.strip():
-        raise AIError(f"{where} answered with an empty message", "empty")
+        raise AIError(N_("%(where)s answered with an empty message"), "empty", where=where)
     return content.strip()
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import AIConfig, AutoReplyConfig, ReplyMode, utcnow
 from twilio_chat.errors import N_, InvalidInput
-from twilio_chat.settings import Settings, is_e164
+from twilio_chat.settings import Settings, is_e164, is_http_url
 from twilio_chat.telemetry.logs import add_secret
 
 AUTO_REPLY_MAX = 640
@@ -72,6 +72,11 @@ def decrypt_secret(settings: Settings, token: str) -> str | None:
         return _fernet(settings).decrypt(token.encode()).decode()
     except InvalidToken:
         return None
+
+
+def is_usable_api_key(key: str) -> bool:
+    """Tell whether a key can go in an HTTP header: printable ASCII, no spaces."""
+    return all("!" <= ch <= "~" for ch in key)
 
 
 def mask(secret: str | None) -> str | None:
@@ -346,11 +351,18 @@ def save_ai(db: Database, settings: Settings, data: dict[str, Any]) -> AISetting
                 field="target_number",
             )
         base_url = _opt_str(data, "base_url", cur.base_url, 500)
-        if base_url and not base_url.startswith(("http://", "https://")):
+        if "base_url" in data and base_url and not is_http_url(base_url):
             raise InvalidInput(
-                N_("The base URL must start with http:// or https://."), field="base_url"
+                N_("The base URL must be an http:// or https:// URL like %(example)s."),
+                field="base_url",
+                example="https://api.openai.com/v1",
             )
         api_key = _opt_str(data, "api_key", cur.api_key, 500)
+        if "api_key" in data and api_key and not is_usable_api_key(api_key):
+            raise InvalidInput(
+                N_("The API key must be printable ASCII characters without spaces."),
+                field="api_key",
+            )
         new = AISettings(
             enabled=enabled,
             api_key=api_key,

@@ -92,24 +92,6 @@ class RemoteMessage:
     date_created: datetime | None
     date_sent: datetime | None
 
-    def to_json(self) -> dict[str, Any]:
-        """Serialize for API answers."""
-        return {
-            "sid": self.sid,
-            "messaging_service_sid": self.messaging_service_sid,
-            "from": self.from_,
-            "to": self.to,
-            "body": self.body,
-            "status": self.status,
-            "direction": self.direction,
-            "num_segments": self.num_segments,
-            "num_media": self.num_media,
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-            "date_created": self.date_created.isoformat() if self.date_created else None,
-            "date_sent": self.date_sent.isoformat() if self.date_sent else None,
-        }
-
 
 @dataclass(frozen=True)
 class RemoteAccount:

@@ -18,6 +18,7 @@ from flask import Flask, g, jsonify, redirect, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.wrappers import Request
 from flask.wrappers import Response as FlaskResponse
+from flask_babel import gettext
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
@@ -28,6 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SESSION_IDLE_SECONDS = 30 * 60
 SESSION_MAX_SECONDS = 8 * 3600
+STATIC_ENDPOINTS = ("static", "bootstrap.static", "api_docs.static")  # assets: no data
 
 
 def public(reason: str) -> Callable[[F], F]:
@@ -74,6 +76,7 @@ def csrf_ok() -> bool:
 
 
 def _api_error(status: int, code: str, message: str) -> Response:
+    """Refuse an API call; `message` is already in the request's language."""
     answer = jsonify({"error": {"code": code, "message": message, "field": None}})
     answer.status_code = status
     if status == 401:
@@ -115,7 +118,7 @@ def _identify() -> Identity | None:
 
 
 def _guard() -> Response | None:
-    if request.endpoint in ("static", "bootstrap.static"):
+    if request.endpoint in STATIC_ENDPOINTS:
         return None  # CSS, JS and images: no data
     view = _current_view()
     if view is not None and getattr(view, "public_reason", None):
@@ -124,15 +127,19 @@ def _guard() -> Response | None:
     identity = _identify()
     if identity is None:
         if is_api or request.method != "GET":
-            return _api_error(401, "unauthorized", "log in or send a valid bearer token")
+            return _api_error(401, "unauthorized", gettext("Log in or send a valid bearer token."))
         return redirect(f"/login?next={quote(request.full_path.rstrip('?'))}")
     if identity.via == "session" and request.method in UNSAFE_METHODS and not csrf_ok():
-        return _api_error(403, "csrf", "missing or wrong CSRF token (X-CSRF-Token header)")
+        return _api_error(
+            403, "csrf", gettext("Missing or wrong CSRF token (X-CSRF-Token header).")
+        )
     scope = getattr(view, "required_scope", None)
     if scope and scope not in identity.scopes:
-        return _api_error(403, "forbidden", f"this token lacks the {scope!r} scope")
+        return _api_error(
+            403, "forbidden", gettext("This token lacks the %(scope)s scope.", scope=scope)
+        )
     if getattr(view, "admin_only", False) and not identity.is_admin:
-        return _api_error(403, "forbidden", "only admins can see this")
+        return _api_error(403, "forbidden", gettext("Only admins can see this."))
     g.identity = identity
     return None
 

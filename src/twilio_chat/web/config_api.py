@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import current_app
+from flask_openapi3.blueprint import APIBlueprint
 from werkzeug.wrappers import Response
 
 from twilio_chat.accounts import audit
@@ -11,11 +12,25 @@ from twilio_chat.errors import AppError, InvalidInput
 from twilio_chat.inbox import conversations
 from twilio_chat.replies import ai
 from twilio_chat.replies import config as reply_config
-from twilio_chat.settings import Settings, is_e164
-from twilio_chat.web.api import json_body, str_field
+from twilio_chat.settings import Settings
 from twilio_chat.web.auth import requires_scope
+from twilio_chat.web.contract import CONVERSATIONS_TAG, REPLIES_TAG, error_answers
+from twilio_chat.web.schemas import (
+    AIConfig,
+    AIConfigBody,
+    AITestAnswer,
+    AITestBody,
+    AutoReplyBody,
+    AutoReplyConfig,
+    ParticipantPath,
+    PauseAnswer,
+    PauseBody,
+)
+from twilio_chat.web.serialize import answer
 
-bp = Blueprint("config_api", __name__, url_prefix="/api")
+bp = APIBlueprint("config_api", __name__, url_prefix="/api")
+# An AI error that is the config's fault: 400 naming the field to fix.
+AI_CONFIG_FIELDS = {"no_key": "api_key", "bad_key": "api_key", "bad_base_url": "base_url"}
 
 
 def _settings() -> Settings:
@@ -23,111 +38,138 @@ def _settings() -> Settings:
     return settings
 
 
-def _configs() -> dict[str, dict[str, object]]:
+def _configs() -> tuple[AutoReplyConfig, AIConfig]:
     """Both configs as the API shows them; each says whether the other mode is on."""
     with get_db().read() as session:
         auto = reply_config.get_auto_reply(session)
         ai_config = reply_config.get_ai(session, _settings())
         mode = reply_config.current_mode(session, _settings())
-    auto_json: dict[str, object] = {
-        "enabled": auto.enabled,
-        "message": auto.message,
-        "max_length": reply_config.AUTO_REPLY_MAX,
-        "ai_enabled": ai_config.enabled,
-        "active_mode": mode,
-    }
-    ai_json: dict[str, object] = {
-        **ai_config.public_json(),
-        "auto_reply_enabled": auto.enabled,
-        "active_mode": mode,
-    }
-    return {"auto_reply": auto_json, "ai": ai_json}
+    auto_reply = AutoReplyConfig.model_validate(
+        {
+            "enabled": auto.enabled,
+            "message": auto.message,
+            "max_length": reply_config.AUTO_REPLY_MAX,
+            "ai_enabled": ai_config.enabled,
+            "active_mode": mode,
+        }
+    )
+    ai_json = AIConfig.model_validate(
+        {**ai_config.public_json(), "auto_reply_enabled": auto.enabled, "active_mode": mode}
+    )
+    return auto_reply, ai_json
 
 
-@bp.get("/auto-reply/config")
+@bp.get(
+    "/auto-reply/config",
+    tags=REPLIES_TAG,
+    operation_id="getAutoReply",
+    responses={200: AutoReplyConfig, **error_answers(401, 403)},
+)
 @requires_scope("read")
 def auto_reply_get() -> Response:
     """Return the auto-reply config."""
-    return jsonify(_configs()["auto_reply"])
+    return answer(_configs()[0])
 
 
-@bp.post("/auto-reply/config")
+@bp.post(
+    "/auto-reply/config",
+    tags=REPLIES_TAG,
+    operation_id="saveAutoReply",
+    responses={200: AutoReplyConfig, **error_answers(400, 401, 403)},
+)
 @requires_scope("admin")
-def auto_reply_save() -> Response:
+def auto_reply_save(body: AutoReplyBody) -> Response:
     """Save the auto-reply config (enabling it switches AI off)."""
-    data = json_body()
+    data = body.model_dump(exclude_unset=True)
     reply_config.save_auto_reply(get_db(), _settings(), data)
     audit.record(get_db(), "config_auto_reply", None, {"fields": sorted(data)})
-    return jsonify(_configs()["auto_reply"])
+    return answer(_configs()[0])
 
 
-@bp.get("/ai/config")
+@bp.get(
+    "/ai/config",
+    tags=REPLIES_TAG,
+    operation_id="getAIConfig",
+    responses={200: AIConfig, **error_answers(401, 403)},
+)
 @requires_scope("read")
 def ai_get() -> Response:
     """Return the AI config; the key only as a masked hint."""
-    return jsonify(_configs()["ai"])
+    return answer(_configs()[1])
 
 
-@bp.post("/ai/config")
+@bp.post(
+    "/ai/config",
+    tags=REPLIES_TAG,
+    operation_id="saveAIConfig",
+    responses={200: AIConfig, **error_answers(400, 401, 403)},
+)
 @requires_scope("admin")
-def ai_save() -> Response:
+def ai_save(body: AIConfigBody) -> Response:
     """Save the AI config (enabling it switches the auto-reply off)."""
-    data = json_body()
+    data = body.model_dump(exclude_unset=True)
     reply_config.save_ai(get_db(), _settings(), data)
     audit.record(get_db(), "config_ai", None, {"fields": sorted(data)})  # names, never values
-    return jsonify(_configs()["ai"])
+    return answer(_configs()[1])
 
 
 class AITestFailed(AppError):
-    """The model could not answer the test (502, or 400 when no key is set)."""
+    """The model could not answer the test (502)."""
 
     status = 502
 
 
-@bp.post("/ai/test")
+@bp.post(
+    "/ai/test",
+    tags=REPLIES_TAG,
+    operation_id="testAI",
+    responses={200: AITestAnswer, **error_answers(400, 401, 403, 502)},
+)
 @requires_scope("admin")
-def ai_test() -> Response:
+def ai_test(body: AITestBody) -> Response:
     """Ask the model with the saved config and return its answer; nothing is sent."""
-    data = json_body()
-    message = str_field(data, "message") or "Hello! This is a connection test."
-    if len(message) > 1600:
-        raise InvalidInput("'message' must be at most 1600 characters", field="message")
+    message = body.message or "Hello! This is a connection test."
     with get_db().read() as session:
         config = reply_config.get_ai(session, _settings())
     turns = [ai.ChatTurn("system", config.system_prompt)] if config.system_prompt else []
     turns.append(ai.ChatTurn("user", message))
     try:
-        answer = ai.complete(config, turns, _settings().ai_timeout_seconds)
+        reply = ai.complete(config, turns, _settings().ai_timeout_seconds)
     except ai.AIError as exc:
-        if exc.kind == "no_key":
-            raise InvalidInput(exc.message, field="api_key", code="ai_no_key") from None
-        raise AITestFailed(exc.message, code=f"ai_{exc.kind}") from None
-    return jsonify({"ok": True, "model": config.model, "answer": answer})
+        field = AI_CONFIG_FIELDS.get(exc.kind)
+        if field:
+            raise InvalidInput(exc.template, field, f"ai_{exc.kind}", **exc.params) from None
+        raise AITestFailed(exc.template, None, f"ai_{exc.kind}", **exc.params) from None
+    return answer(AITestAnswer(ok=True, model=config.model, answer=reply))
 
 
-@bp.post("/conversations/<participant>/pause")
+@bp.post(
+    "/conversations/<participant>/pause",
+    tags=CONVERSATIONS_TAG,
+    operation_id="pauseConversation",
+    responses={200: PauseAnswer, **error_answers(400, 401, 403)},
+)
 @requires_scope("send")
-def pause(participant: str) -> Response:
+def pause(path: ParticipantPath, body: PauseBody) -> Response:
     """Pause automatic replies in a conversation (`minutes`, default AI_HUMAN_PAUSE_MINUTES)."""
-    if not is_e164(participant):
-        raise InvalidInput("participant must be a phone number in E.164 form", "participant")
-    data = json_body()
-    minutes = data.get("minutes", _settings().ai_human_pause_minutes or 60)
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 525600:
-        raise InvalidInput("'minutes' must be a whole number from 1 to 525600", field="minutes")
-    until = conversations.set_pause(get_db(), participant, minutes)
-    audit.record(get_db(), "pause", participant, {"minutes": minutes})
-    return jsonify(
-        {"participant": participant, "replies_paused_until": until and until.isoformat()}
-    )
+    if "minutes" in body.model_fields_set:
+        minutes = body.minutes
+    else:
+        minutes = _settings().ai_human_pause_minutes or 60
+    until = conversations.set_pause(get_db(), path.participant, minutes)
+    audit.record(get_db(), "pause", path.participant, {"minutes": minutes})
+    return answer(PauseAnswer(participant=path.participant, replies_paused_until=until))
 
 
-@bp.post("/conversations/<participant>/resume")
+@bp.post(
+    "/conversations/<participant>/resume",
+    tags=CONVERSATIONS_TAG,
+    operation_id="resumeConversation",
+    responses={200: PauseAnswer, **error_answers(400, 401, 403)},
+)
 @requires_scope("send")
-def resume(participant: str) -> Response:
+def resume(path: ParticipantPath) -> Response:
     """Resume automatic replies in a conversation."""
-    if not is_e164(participant):
-        raise InvalidInput("participant must be a phone number in E.164 form", "participant")
-    conversations.set_pause(get_db(), participant, None)
-    audit.record(get_db(), "resume", participant)
-    return jsonify({"participant": participant, "replies_paused_until": None})
+    conversations.set_pause(get_db(), path.participant, None)
+    audit.record(get_db(), "resume", path.participant)
+    return answer(PauseAnswer(participant=path.participant, replies_paused_until=None))

@@ -9,10 +9,18 @@ from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from twilio_chat.errors import AppError, Upstream
+from twilio_chat.errors import N_, AppError, Upstream
 from twilio_chat.web.i18n import current_language
 
 log = logging.getLogger(__name__)
+# What an HTTP error says in the API's error answer (werkzeug's own texts are English only).
+HTTP_MESSAGES = {
+    400: N_("The request could not be understood."),
+    404: N_("There is no such page or API route."),
+    405: N_("This route does not take the %(method)s method."),
+    413: N_("The request body is larger than 1 MiB."),
+    415: N_("The request's content type is not supported here."),
+}
 
 
 def _wants_json() -> bool:
@@ -39,8 +47,9 @@ def _app_error(exc: AppError) -> Response:
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     text = exc.description or exc.name
-    if status == 413:
-        text = "the request body is larger than 1 MiB"
+    if text == type(exc).description:  # werkzeug's own English text: say it in ours
+        template = HTTP_MESSAGES.get(status, N_("The request failed: %(status)d %(name)s."))
+        text = gettext(template, method=request.method, status=status, name=exc.name)
     if _wants_json():
         return error_response(status, exc.name.lower().replace(" ", "_"), text, None)
     return Response(f"{status} {exc.name}: {text}\n", status=status, mimetype="text/plain")
@@ -49,7 +58,8 @@ def _http_error(exc: HTTPException) -> Response:
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     if _wants_json():
-        return error_response(500, "internal", "internal error; see the server log", None)
+        message = gettext("Internal error; see the server log.")
+        return error_response(500, "internal", message, None)
     return Response("500 Internal Server Error\n", status=500, mimetype="text/plain")
 
 

@@ -11,18 +11,20 @@ from __future__ import annotations
 import threading
 import time
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Flask, current_app, jsonify
 from flask.blueprints import BlueprintSetupState
+from flask_openapi3.blueprint import APIBlueprint
 from werkzeug.wrappers import Response
 
 from twilio_chat.db.engine import get_db
-from twilio_chat.errors import InvalidInput
+from twilio_chat.errors import N_, InvalidInput
 from twilio_chat.inbox import conversations
-from twilio_chat.web.api import int_arg
 from twilio_chat.web.auth import requires_scope
+from twilio_chat.web.contract import LIVE_TAG, error_answers
+from twilio_chat.web.schemas import EventsAnswer, EventsQuery
 from twilio_chat.web.serialize import message_json
 
-bp = Blueprint("live", __name__, url_prefix="/api")
+bp = APIBlueprint("live", __name__, url_prefix="/api")
 CHECK_EVERY = 0.5
 STOPPING = "live_polls_stopping"  # app.extensions key: a threading.Event
 
@@ -37,20 +39,29 @@ def stop_long_polls(app: Flask) -> None:
     app.extensions[STOPPING].set()
 
 
-@bp.get("/events")
+@bp.get(
+    "/events",
+    tags=LIVE_TAG,
+    operation_id="events",
+    description="Answers as soon as a message is new or has a new status; with none and the "
+    "same cursor after `timeout` seconds, or at once when the server stops.",
+    responses={200: EventsAnswer, **error_answers(400, 401, 403)},
+)
 @requires_scope("read")
-def events() -> Response:
+def events(query: EventsQuery) -> Response:
     """Wait for new or changed messages after `cursor`; answer them and the next cursor."""
     db = get_db()
-    timeout = int_arg("timeout", 20, 0, 30) or 0
-    raw = request.args.get("cursor", "")
+    timeout = query.timeout
+    raw = query.cursor or ""
     if not raw:
         with db.read() as session:
             mid, eid = conversations.current_cursor(session)
         return jsonify({"cursor": conversations.format_cursor(mid, eid), "messages": []})
     parsed = conversations.parse_cursor(raw)
     if parsed is None:
-        raise InvalidInput("'cursor' must come from a previous answer", field="cursor")
+        raise InvalidInput(
+            N_("%(field_name)s must come from a previous answer."), "cursor", field_name="cursor"
+        )
     stopping: threading.Event = current_app.extensions[STOPPING]
     deadline = time.monotonic() + timeout
     while True:
