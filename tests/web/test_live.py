@@ -6,23 +6,44 @@ config (gunicorn.conf.py) and holds 48 panel tabs polling it while Twilio's webh
 
 from __future__ import annotations
 
+import functools
 import re
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from flask import Flask, template_rendered
 from jinja2 import Template
-from support import PHONE, Live, logged_in, numbered_text, wait_for
+from support import (
+    CLI,
+    PHONE,
+    Live,
+    child_env,
+    free_port,
+    logged_in,
+    make_settings,
+    numbered_text,
+    query,
+    wait_for,
+)
 from twilio.request_validator import RequestValidator
 
 from twilio_chat import messaging
 from twilio_chat.inbox.conversations import CHANGES_LIMIT
+from twilio_chat.sandbox.state import inbound_form
+from twilio_chat.settings import SANDBOX_ACCOUNT_SID, SANDBOX_DEFAULT_FROM
 from twilio_chat.web import live as live_module
 from twilio_chat.web.live import MAX_WAITING
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _poll(live: Live, cursor: str, timeout: int) -> requests.Response:
@@ -216,3 +237,174 @@ def test_a_client_far_behind_gets_every_change_over_several_answers(live: Live) 
         seen += [m["sid"] for m in answer["messages"]]
         cursor = answer["cursor"]
     assert seen == [t.sid for t in texts]  # each once, in order, none skipped
+
+
+# gunicorn with the production config, 48 tabs open ------------------------------------------
+
+PEOPLE = 12  # each with four tabs: the dashboard, the conversation list, two chats
+API_LONG_POLLERS = 8  # more than every process's waiting places together
+# Seconds. The issue's targets are 1 s for both (the benchmark, bench/live.py, measures them);
+# these leave a busy CI machine room and still catch what users would feel: a webhook that
+# waits for a request thread held by a waiting poll waits up to 20 s (Twilio gives up at 15),
+# and a text that no poll brings never shows.
+WEBHOOK_LIMIT = 3.0
+NEWS_LIMIT = 3.0  # from a webhook's 200 to every open tab that shows the text showing it
+
+
+@contextmanager
+def _gunicorn(db_path: Path, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Serve the app with gunicorn.conf.py in production mode; yield its URL and environment."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**child_env(db_path, port), "APP_ENV": "production", "PUBLIC_BASE_URL": base}
+    run = functools.partial(subprocess.run, env=env, cwd=tmp_path, check=True, capture_output=True)
+    run([str(CLI), "prepare"])
+    argv = [str(CLI.parent / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py")]
+    with (tmp_path / "gunicorn.log").open("wb") as log:
+        server = subprocess.Popen(
+            [*argv, "twilio_chat.wsgi:app"], env=env, cwd=tmp_path, stdout=log, stderr=log
+        )
+        try:
+            wait_for(lambda: _answers(base + "/healthz"), 30)
+            yield base, env
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def _log_in(base: str) -> str:
+    """Log in as the admin; return the session cookie (Secure in production: sent by hand)."""
+    session = requests.Session()
+    page = session.get(base + "/login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    answer = session.post(
+        base + "/login",
+        data={"username": "admin", "password": "admin-password", "csrf_token": token.group(1)},
+        headers={"Cookie": f"session={page.cookies['session']}"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert answer.status_code == 302, answer.text
+    return str(answer.cookies["session"])
+
+
+def _tab(base: str, cookie: str, path: str, stop: threading.Event, renders: list[Any]) -> None:
+    """Poll a page's live part as app.js does; note each render: (when, newest id covered)."""
+    session = requests.Session()
+    session.headers["Cookie"] = f"session={cookie}"
+    cursor = ""
+    while not stop.is_set():
+        params = {"cursor": cursor} if cursor else None
+        answer = session.get(base + path, params=params, allow_redirects=False, timeout=10)
+        assert answer.status_code in (200, 204), (path, answer.status_code)
+        cursor = answer.headers["X-Live-Cursor"]
+        if answer.status_code == 200:
+            renders.append((time.time(), int(cursor.split(".")[0])))
+        stop.wait(0.5)
+
+
+def _long_poll(base: str, token: str, stop: threading.Event) -> None:
+    """Long-poll /api/events as a plain API client does, asking again at once."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    cursor = session.get(base + "/api/events", timeout=10).json()["cursor"]
+    while not stop.is_set():
+        try:
+            answer = session.get(
+                base + "/api/events", params={"cursor": cursor, "timeout": 20}, timeout=30
+            )
+        except requests.ConnectionError:
+            assert stop.is_set()  # the server stopped: the test is over
+            return
+        assert answer.status_code == 200, answer.text
+        cursor = answer.json()["cursor"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_under_gunicorn_48_open_tabs_and_long_polls_leave_webhooks_fast_and_news_comes_fast(
+    db_path: Path, tmp_path: Path
+) -> None:
+    with _gunicorn(db_path, tmp_path) as (base, env):
+        token = subprocess.run(
+            [str(CLI), "create-token", "--user", "admin"],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[-1]
+        chats = [f"+1555600{n:04d}" for n in range(2 * PEOPLE)]
+        url = base + "/twilio/inbound"
+        validator = RequestValidator(make_settings(db_path).auth_token)
+
+        def text(sender: str, body: str) -> tuple[str, float, float]:
+            """Post a signed inbound webhook; return its sid, when it was answered, how long."""
+            sid = "SM" + uuid.uuid4().hex
+            form = inbound_form(SANDBOX_ACCOUNT_SID, sid, sender, SANDBOX_DEFAULT_FROM, body, [])
+            signature = validator.compute_signature(url, form)
+            started = time.monotonic()
+            answer = requests.post(
+                url, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
+            )
+            assert answer.status_code == 200, answer.text
+            return sid, time.time(), time.monotonic() - started
+
+        for number in chats:  # every chat tab has its conversation
+            text(number, "hello")
+        tabs: list[tuple[str | None, list[Any]]] = []
+        stop = threading.Event()
+        threads = []
+        for n in range(PEOPLE):
+            cookie = _log_in(base)
+            pages = [
+                ("/partials/dashboard", None),
+                ("/partials/conversations", None),
+                *((f"/partials/chat/{chats[2 * n + i]}", chats[2 * n + i]) for i in range(2)),
+            ]
+            for path, number in pages:
+                renders: list[Any] = []
+                tabs.append((number, renders))
+                threads.append(
+                    threading.Thread(target=_tab, args=(base, cookie, path, stop, renders))
+                )
+        threads += [
+            threading.Thread(target=_long_poll, args=(base, token, stop))
+            for _ in range(API_LONG_POLLERS)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(3)  # every tab has loaded its page and polls; the long polls wait
+            sent = []
+            for i in range(60):  # ten a second, one in three to an open chat
+                sender = chats[i % len(chats)] if i % 3 == 0 else f"+1555700{i:04d}"
+                sent.append((sender, *text(sender, f"news {i}")))
+                time.sleep(0.1)
+            time.sleep(NEWS_LIMIT + 0.5)
+        finally:
+            stop.set()
+            for thread in threads[: len(tabs)]:
+                thread.join(30)
+    for thread in threads:  # the stop answered the waiting long polls
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    ids = dict(query(db_path, "SELECT sid, id FROM messages WHERE direction = 'inbound'"))
+    news: list[float] = []  # from a webhook's 200 to a tab's render that covers its text
+    for number, renders in tabs:
+        for sender, sid, answered, _took in sent:
+            if number in (None, sender):  # the lists show every text, a chat its own
+                covered = [at for at, newest in renders if newest >= ids[sid]]
+                news.append(min(covered) - answered if covered else float("inf"))
+    slowest = max(took for *_, took in sent)
+    print(f"slowest webhook {slowest:.3f} s; slowest news {max(news):.3f} s of {len(news)}")
+    assert slowest < WEBHOOK_LIMIT
+    assert max(news) < NEWS_LIMIT
