@@ -354,7 +354,7 @@ def write_result(
     return path
 
 
-ORDER = ["ingest", "reply-latency", "million-sqlite", "million-postgresql", "workers"]
+ORDER = ["ingest", "reply-latency", "million-sqlite", "million-postgresql", "workers", "live"]
 
 
 def latest_results() -> list[dict[str, Any]]:
