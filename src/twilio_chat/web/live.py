@@ -30,7 +30,7 @@ from twilio_chat.db.engine import get_db
 from twilio_chat.errors import InvalidInput
 from twilio_chat.inbox import conversations
 from twilio_chat.web.api import int_arg
-from twilio_chat.web.auth import requires_scope
+from twilio_chat.web.auth import current_identity, requires_scope
 from twilio_chat.web.serialize import message_json
 
 bp = Blueprint("live", __name__, url_prefix="/api")
@@ -97,16 +97,17 @@ def answer_poll(render: Callable[[], str], number: str | None = None) -> Respons
     The page asks with the cursor of its last answer (`cursor`) and gets the next one in
     X-Live-Cursor. A poll with nothing new costs one read of the newest ids; one with news a
     render, however much happened meanwhile. A chat (`number`) shows only its own messages. A
-    list page (no `number`) shows every user the same, so its render is shared by the tabs of
-    the process that ask within RENDER_REUSE seconds: under a stream of texts, the work of the
-    dashboard and the conversation list no longer grows with the number of tabs open.
+    list page (no `number`) shows every user of a role the same, so its render is shared by
+    the tabs of the process that ask within RENDER_REUSE seconds: under a stream of texts, the
+    work of the dashboard and the conversation list does not grow with the number of tabs.
     """
     since = conversations.parse_cursor(request.args.get("cursor", ""))
     cursor, news = conversations.news_since(get_db(), since, number)
     if news and number is None:
         polls: Polls = current_app.extensions[POLLS]
         query = sorted((k, v) for k, v in request.args.items(multi=True) if k != "cursor")
-        key = (request.path, repr(query), str(get_locale()))
+        role = "admin" if current_identity().is_admin else "user"  # in case a part differs
+        key = (request.path, repr(query), str(get_locale()), role)
         # Only polls share: a request with no cursor is rendered afresh, so a change that moves
         # no cursor (a redaction, a rename) shows there at once.
         shared = polls.recent(key, since) if since is not None else None
