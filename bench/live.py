@@ -349,10 +349,13 @@ def main(argv: list[str] | None = None) -> int:
             thread.start()
         log(f"load: {count} signed webhooks at {args.rate:g}/s, open loop, the tabs polling")
         load_start, cpu_start = time.time(), cpu_seconds(pids)
+        ours = [os.getpid(), tabs_proc.pid or 0]
+        ours_start = cpu_seconds(ours)
         took = send_open_loop(url, texts, args.rate)
         time.sleep(2)  # the last texts reach the tabs
         load_end = time.time()
         load_cpu = (cpu_seconds(pids) - cpu_start) / (load_end - load_start)
+        clients_cpu = (cpu_seconds(ours) - ours_start) / (load_end - load_start)
         stop.set()
         stop_tabs.set()
         tab_log: TabLog = receive.recv()
@@ -410,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(
         f"server CPU share: alone {alone_cpu:.2f}, tabs {polls_cpu:.2f}, load {load_cpu:.2f}; "
-        f"load average before {load_average:.2f}"
+        f"the clients' {clients_cpu:.2f}; load average before {load_average:.2f}"
     )
+    log(f"API long polls: {len(long_polls)} answers, {early} early with nothing")
 
     figures = [
         at_most("webhook answer p99", webhook["p99"], "ms", WEBHOOK_P99_MS),
@@ -448,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
             "alone": round(alone_cpu, 3),
             "tabs_no_texts": round(polls_cpu, 3),
             "tabs_and_load": round(load_cpu, 3),
+            "load_generators_during_the_load": round(clients_cpu, 3),
         },
         "server_cpu_ms_per_poll": round(cpu_per_poll_ms, 2),
         "polls_not_answered": poll_errors,
