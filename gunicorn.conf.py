@@ -2,8 +2,9 @@
 
 Threaded workers (gthread): the built-in Twilio sandbox calls back into the app while it
 answers, and API clients may long-poll /api/events (at most two at once per process wait; the
-panel's polls never do), so each process must serve many requests at once. The address comes from the app's own settings (environment and .env, as
-`twilio-chat run` reads them), so the sandbox reaches the port the server really binds.
+panel's polls never do), so each process must serve many requests at once. The address comes
+from the app's own settings (environment and .env, as `twilio-chat run` reads them), so the
+sandbox reaches the port the server really binds.
 """
 
 from __future__ import annotations
