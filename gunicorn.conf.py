@@ -157,7 +157,7 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _answer_long_polls_on_sigterm(app: Any) -> None:
-    """On SIGTERM (a stop or a restart), answer the panel's waiting long polls at once.
+    """On SIGTERM (a stop or a restart), answer the waiting long polls of /api/events at once.
 
     gunicorn then waits for the requests in flight, up to graceful_timeout: an API client's
     long poll of /api/events would hold the stop (and a deploy) for up to 30 s. The worker's
