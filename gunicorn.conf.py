@@ -1,9 +1,10 @@
 """Gunicorn settings of the Docker image: `gunicorn -c gunicorn.conf.py twilio_chat.wsgi:app`.
 
-Threaded workers (gthread): the panel long-polls /api/events for up to 20 s and the built-in
-Twilio sandbox calls back into the app while it answers, so each process must serve many
-requests at once. The address comes from the app's own settings (environment and .env, as
-`twilio-chat run` reads them), so the sandbox reaches the port the server really binds.
+Threaded workers (gthread): the built-in Twilio sandbox calls back into the app while it
+answers, and API clients may long-poll /api/events (at most two at once per process wait; the
+panel's polls never do), so each process must serve many requests at once. The address comes
+from the app's own settings (environment and .env, as `twilio-chat run` reads them), so the
+sandbox reaches the port the server really binds.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ reuse_port = True
 worker_class = "gthread"
 workers = _positive_int("WEB_CONCURRENCY", 2)
 threads = _positive_int("GUNICORN_THREADS", 8)
-timeout = 60  # a worker process silent this long is replaced (its threads may hold long polls)
+timeout = 60  # a worker process silent this long is replaced
 graceful_timeout = 30  # on SIGTERM, in-flight requests get this long to finish
 keepalive = 5  # longer than the proxy keeps idle upstream connections (deploy/nginx.conf: 4 s)
 
@@ -118,11 +119,11 @@ def post_worker_init(worker: Any) -> None:
 
 
 def _answer_long_polls_on_sigterm(app: Any) -> None:
-    """On SIGTERM (a stop or a restart), answer the panel's waiting long polls at once.
+    """On SIGTERM (a stop or a restart), answer the waiting long polls of /api/events at once.
 
-    gunicorn then waits for the requests in flight, up to graceful_timeout: an open panel's
-    poll of /api/events would hold the stop (and a deploy) for up to 20 s. The worker's own
-    handler still runs after.
+    gunicorn then waits for the requests in flight, up to graceful_timeout: an API client's
+    long poll of /api/events would hold the stop (and a deploy) for up to 30 s. The worker's
+    own handler still runs after.
     """
     import signal
 

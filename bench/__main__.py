@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "million-sqlite": ("bench.million", ["--database", "sqlite"]),
     "million-postgresql": ("bench.million", ["--database", "postgresql"]),
     "workers": ("bench.workers", []),
+    "live": ("bench.live", []),
 }
 
 

@@ -337,7 +337,7 @@ def write_result(
     return path
 
 
-ORDER = ["ingest", "reply-latency", "million-sqlite", "million-postgresql", "workers"]
+ORDER = ["ingest", "reply-latency", "million-sqlite", "million-postgresql", "workers", "live"]
 
 
 def latest_results() -> list[dict[str, Any]]:
@@ -389,8 +389,7 @@ def replace_between(path: Path, body: str) -> None:
 
 
 def update_tables() -> None:
-    """Rebuild the results table in bench/README.md and in the README's performance section."""
-    table = render_table(latest_results())
-    for path in (BENCH / "README.md", ROOT / "README.md"):
-        replace_between(path, table)
-        log(f"updated the table in {path.relative_to(ROOT)}")
+    """Rebuild the results table in docs/benchmarks.md from the newest results."""
+    path = ROOT / "docs" / "benchmarks.md"
+    replace_between(path, render_table(latest_results()))
+    log(f"updated the table in {path.relative_to(ROOT)}")

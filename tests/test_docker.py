@@ -590,7 +590,7 @@ def test_the_image_command_serves_answers_and_stops_cleanly(
             counts.add(found[1] if found else None)
     assert counts == {"1.0"}
 
-    # A panel left open waits on /api/events (up to 20 s, here 30): the stop answers it.
+    # An API client's long poll of /api/events waits (here up to 30 s): the stop answers it.
     polls: list[requests.Response] = []
     auth = {"Authorization": f"Bearer {token}"}
     cursor = requests.get(f"{settings.base_url}/api/events", headers=auth, timeout=10).json()

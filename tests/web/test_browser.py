@@ -359,3 +359,127 @@ def test_the_api_docs_work_offline_under_the_csp_and_try_it_out_uses_the_login(
     ).to_have_text("200")
     no_console_errors(page)
     context.close()
+
+
+# Live updates: the banner, reconnection, and typing left alone ----------------------------
+
+BANNER_TIMEOUT = 8000  # ms: the back-off between attempts is at most 5 s
+
+
+def test_the_panel_polls_its_live_part_about_twice_a_second_and_is_answered_at_once(
+    browser: Browser, panel: Live
+) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    polls: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: polls.append((r.url, r.status)) if "/partials/" in r.url else None,
+    )
+    page.wait_for_timeout(3000)
+    assert 4 <= len(polls) <= 8, polls  # every 0.5 s, plus the time each answer takes
+    assert all("cursor=" in url for url, _ in polls)
+    assert {status for _, status in polls} == {204}  # nothing new: nothing to render
+    text_app(panel, "news")
+    expect(page.locator("#latest-messages")).to_contain_text("news", timeout=LIVE_TIMEOUT)
+    assert 200 in {status for _, status in polls}
+    context.close()
+
+
+@pytest.mark.parametrize("failure", ["refused", "no answer", "502"])
+def test_a_banner_shows_while_the_server_is_lost_and_goes_when_it_answers_again(
+    browser: Browser, panel: Live, failure: str
+) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/conversations")
+    banner = page.locator('[data-banner="offline"]')
+    expect(banner).to_be_hidden()
+
+    def lost(route: Any) -> None:
+        if failure == "refused":
+            route.abort("connectionrefused")  # the server is down
+        elif failure == "502":
+            route.fulfill(status=502, body="Bad Gateway")  # a proxy in front of a stopped app
+        # "no answer": the request is left hanging, as with a server that stopped answering
+
+    page.route("**/*", lost)
+    expect(banner).to_be_visible(timeout=BANNER_TIMEOUT)
+    expect(banner).to_have_text("Connection to the server lost. Reconnecting…")
+    expect(page.locator('[data-banner="session"]')).to_be_hidden()
+    shot(page, f"banner-offline-{failure.replace(' ', '-')}")
+    page.unroute("**/*")
+    text_app(panel, "while you were away", sender="+15557770002")
+    expect(banner).to_be_hidden(timeout=BANNER_TIMEOUT)
+    # Back: the news from while it was lost shows too.
+    expect(page.locator("#conversation-list")).to_contain_text("+15557770002", timeout=LIVE_TIMEOUT)
+    context.close()
+
+
+def test_a_banner_shows_when_the_session_ends_and_logging_in_again_keeps_the_typing(
+    browser: Browser, panel: Live
+) -> None:
+    text_app(panel, "hello")
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    reply = page.get_by_label("Reply")
+    reply.fill("half a repl")
+    context.clear_cookies()  # the session is gone (expired, or logged out elsewhere)
+    banner = page.locator('[data-banner="session"]')
+    expect(banner).to_be_visible(timeout=BANNER_TIMEOUT)
+    expect(banner).to_contain_text("Your login session has ended.")
+    expect(page.locator('[data-banner="offline"]')).to_be_hidden()
+    shot(page, "banner-session")
+
+    with context.expect_page() as opened:
+        banner.get_by_role("link", name="Log in again").click()
+    login_tab = opened.value
+    login_tab.get_by_label("Username").fill("admin")
+    login_tab.get_by_label("Password").fill("admin-password")
+    login_tab.locator("form button[type=submit]").click()
+    login_tab.wait_for_url(f"{panel.url}/chat/{PHONE}")  # back to the page it was opened from
+    login_tab.close()
+
+    expect(banner).to_be_hidden(timeout=BANNER_TIMEOUT)
+    expect(reply).to_have_value("half a repl")
+    reply.press("End")
+    reply.type("y")
+    page.get_by_role("button", name="Send", exact=True).click()  # the new session's CSRF token
+    expect(page.get_by_role("status")).to_have_text("Sent.")
+    expect(page.locator(".bubble-row.us", has_text="half a reply")).to_be_visible(
+        timeout=LIVE_TIMEOUT
+    )
+    no_console_errors(page)
+    context.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "seen"),
+    [
+        ("/", "#send-body", "#latest-messages"),  # the dashboard's composer
+        ("/", "#f-text", "#latest-messages"),  # the dashboard's filter, beside its live table
+        (f"/chat/{PHONE}", "#reply-body", "#thread"),
+    ],
+)
+def test_a_live_update_leaves_a_field_being_typed_in_alone(
+    browser: Browser, panel: Live, path: str, field: str, seen: str
+) -> None:
+    text_app(panel, "first")
+    context, page = new_page(browser)
+    login(page, panel)
+    page.goto(panel.url + path)
+    box = page.locator(field)
+    box.click()
+    page.keyboard.type("Hello wor")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # the caret between "Hello w" and "or"
+    text_app(panel, "news while typing")
+    expect(page.locator(seen)).to_contain_text("news while typing", timeout=LIVE_TIMEOUT)
+    expect(box).to_have_value("Hello wor")
+    expect(box).to_be_focused()
+    assert box.evaluate("el => [el.selectionStart, el.selectionEnd]") == [7, 7]
+    page.keyboard.type("orld, w")  # typing goes on where the caret was
+    expect(box).to_have_value("Hello world, wor")
+    no_console_errors(page)
+    context.close()

@@ -355,6 +355,9 @@ def set_name(db: Database, number: str, name: str | None) -> Contact:
         return contact
 
 
+CHANGES_LIMIT = 500  # new messages, and status events, one answer of /api/events reads at most
+
+
 @dataclass(frozen=True)
 class Changes:
     """Messages that are new or changed since a cursor, and the next cursor."""
@@ -365,9 +368,13 @@ class Changes:
 
 def current_cursor(session: Session) -> tuple[int, int]:
     """Return the newest message id and status event id."""
-    mid = session.scalar(select(func.max(Message.id))) or 0
-    eid = session.scalar(select(func.max(StatusEvent.id))) or 0
-    return int(mid), int(eid)
+    mid, eid = session.execute(
+        select(
+            select(func.max(Message.id)).scalar_subquery(),
+            select(func.max(StatusEvent.id)).scalar_subquery(),
+        )
+    ).one()
+    return int(mid or 0), int(eid or 0)
 
 
 def format_cursor(mid: int, eid: int) -> str:
@@ -384,21 +391,57 @@ def parse_cursor(value: str) -> tuple[int, int] | None:
 
 
 def changes_since(db: Database, mid: int, eid: int) -> Changes | None:
-    """Return messages new or with a new status event since (mid, eid); None if nothing."""
+    """Return messages new or with a new status event since (mid, eid); None if nothing.
+
+    At most CHANGES_LIMIT new messages and as many status events are read, the oldest first;
+    when there are more, the cursor stops after the last one read, so the next call goes on
+    from there and a client far behind misses nothing.
+    """
     with db.read() as session:
         new_mid, new_eid = current_cursor(session)
         if (new_mid, new_eid) == (mid, eid):
             return None
-        changed_ids = set(
-            session.scalars(select(Message.id).where(Message.id > mid).limit(500))
-        ) | set(
+        new_ids = list(
             session.scalars(
-                select(StatusEvent.message_id)
-                .where(StatusEvent.id > eid, StatusEvent.message_id.is_not(None))
-                .limit(500)
+                select(Message.id).where(Message.id > mid).order_by(Message.id).limit(CHANGES_LIMIT)
             )
         )
+        events = session.execute(
+            select(StatusEvent.id, StatusEvent.message_id)
+            .where(StatusEvent.id > eid)
+            .order_by(StatusEvent.id)
+            .limit(CHANGES_LIMIT)
+        ).all()
+        if len(new_ids) == CHANGES_LIMIT:
+            new_mid = new_ids[-1]
+        if len(events) == CHANGES_LIMIT:
+            new_eid = events[-1].id
+        changed_ids = set(new_ids) | {e.message_id for e in events if e.message_id is not None}
         rows = list(
             session.scalars(select(Message).where(Message.id.in_(changed_ids)).order_by(Message.id))
         )
     return Changes(format_cursor(new_mid, new_eid), rows)
+
+
+def news_since(db: Database, since: tuple[int, int] | None, number: str | None) -> tuple[str, bool]:
+    """Return the current cursor and whether a page shows news since `since` (None: it does).
+
+    A page with a `number` (a chat) shows only that number's messages; any other shows all.
+    """
+    with db.read() as session:
+        mid, eid = current_cursor(session)
+        cursor = format_cursor(mid, eid)
+        if since is None or number is None or since == (mid, eid):
+            return cursor, since != (mid, eid)
+        old_mid, old_eid = since
+        news = session.scalar(
+            select(Message.id)
+            .where(Message.contact_number == number, Message.id > old_mid)
+            .limit(1)
+        ) or session.scalar(
+            select(StatusEvent.id)
+            .join(Message, Message.id == StatusEvent.message_id)
+            .where(StatusEvent.id > old_eid, Message.contact_number == number)
+            .limit(1)
+        )
+        return cursor, news is not None

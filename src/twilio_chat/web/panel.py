@@ -28,6 +28,7 @@ from twilio_chat.settings import Settings, is_e164
 from twilio_chat.twilio.errors import describe_error
 from twilio_chat.twilio.gateway import MediaRefused, get_gateway
 from twilio_chat.web.auth import csrf_ok, csrf_token, current_identity, public, start_session
+from twilio_chat.web.live import answer_poll
 
 bp = Blueprint("panel", __name__)
 SIMULATOR_PHONE = "+15551230001"
@@ -148,9 +149,9 @@ def dashboard() -> str:
 
 
 @bp.get("/partials/dashboard")
-def dashboard_partial() -> str:
-    """Render the live part of the dashboard."""
-    return _page("partials/dashboard_live.html", **_dashboard_context())
+def dashboard_partial() -> Response:
+    """Render the live parts of the dashboard, if anything is new."""
+    return answer_poll(lambda: _page("partials/dashboard_live.html", **_dashboard_context()))
 
 
 # Conversations --------------------------------------------------------------------------
@@ -164,10 +165,14 @@ def conversations_page() -> str:
 
 
 @bp.get("/partials/conversations")
-def conversations_partial() -> str:
-    """Render the live conversation list."""
-    page = conversations.list_conversations(get_db(), 100)
-    return _page("partials/conversations_live.html", conversations=page.items)
+def conversations_partial() -> Response:
+    """Render the live conversation list, if anything is new."""
+    return answer_poll(
+        lambda: _page(
+            "partials/conversations_live.html",
+            conversations=conversations.list_conversations(get_db(), 100).items,
+        )
+    )
 
 
 def _thread(number: str) -> conversations.Thread:
@@ -194,11 +199,18 @@ def chat(number: str) -> str:
 
 
 @bp.get("/partials/chat/<number>")
-def chat_partial(number: str) -> str:
-    """Render the live thread."""
-    thread = _thread(number)
-    messaging.mark_read(get_db(), number)
-    return _page("partials/chat_live.html", messages=thread.messages)
+def chat_partial(number: str) -> Response:
+    """Render the live thread, if anything in it is new; it is read then."""
+
+    def render() -> str:
+        thread = _thread(number)
+        if thread.summary.contact.unread_count:
+            messaging.mark_read(get_db(), number)
+        return _page("partials/chat_live.html", messages=thread.messages)
+
+    if not is_e164(number):
+        abort(404)
+    return answer_poll(render, number)
 
 
 # Configuration pages -------------------------------------------------------------------
@@ -252,11 +264,13 @@ def simulator() -> str:
 
 
 @bp.get("/partials/simulator/<number>")
-def simulator_partial(number: str) -> str:
+def simulator_partial(number: str) -> Response:
     """Render the simulated phone's screen."""
     if not _settings().sandbox or not is_e164(number):
         abort(404)
-    return _page("partials/simulator_live.html", **_simulator_context(number))
+    return answer_poll(
+        lambda: _page("partials/simulator_live.html", **_simulator_context(number)), number
+    )
 
 
 # Media proxy ---------------------------------------------------------------------------

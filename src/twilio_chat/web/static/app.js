@@ -3,7 +3,7 @@
 (function () {
   "use strict";
 
-  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  let csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const statusBox = document.querySelector('[data-role="status"]');
 
   function format(template, values) {
@@ -16,7 +16,7 @@
     statusBox.textContent = text;
   }
 
-  async function api(method, url, body) {
+  async function call(method, url, body) {
     const answer = await fetch(url, {
       method: method,
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, Accept: "application/json" },
@@ -26,6 +26,29 @@
     let data = null;
     try { data = await answer.json(); } catch (e) { data = null; }
     return { ok: answer.ok, status: answer.status, data: data };
+  }
+
+  // Read this session's CSRF token from a fresh copy of the page (a new login makes a new one).
+  async function renewCsrf() {
+    const answer = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (stateOf(answer) !== "ok" || !answer.ok) return false;
+    const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+    const token = page.querySelector('meta[name="csrf-token"]')?.content;
+    if (!token) return false;
+    csrf = token;
+    document.querySelectorAll('input[name="csrf_token"]').forEach((el) => { el.value = token; });
+    return true;
+  }
+
+  async function api(method, url, body) {
+    let result = await call(method, url, body);
+    // Logged in again in another tab: this page's token is the old session's; take the new one.
+    if (result.status === 403 && result.data?.error?.code === "csrf" && (await renewCsrf())) {
+      result = await call(method, url, body);
+    }
+    if (result.status === 401) showBanner("session");
+    else if (result.ok) showBanner(null); // it worked: whatever was lost is back
+    return result;
   }
 
   // Forms with data-api: collect fields, post JSON, show errors next to their field. --------
@@ -159,43 +182,113 @@
     update();
   });
 
-  // Live updates: long polling on /api/events, then re-render the page's live part. -------
-  const main = document.getElementById("main");
-  const liveUrl = main && main.dataset.live;
-  const target = document.querySelector("[data-live-target]");
-
-  async function refresh() {
-    if (!liveUrl || !target) return;
-    const answer = await fetch(liveUrl, { credentials: "same-origin", headers: { Accept: "text/html" } });
-    if (!answer.ok) return;
-    const atBottom = target.scrollTop + target.clientHeight >= target.scrollHeight - 20;
-    target.innerHTML = await answer.text();
-    if (atBottom || target.classList.contains("chat")) target.scrollTop = target.scrollHeight;
-  }
-
-  async function poll() {
-    let cursor = main.dataset.cursor || "";
-    for (;;) {
-      try {
-        const answer = await fetch("/api/events?timeout=20&cursor=" + encodeURIComponent(cursor), {
-          credentials: "same-origin",
-          headers: { Accept: "application/json" },
-        });
-        if (answer.status === 401) return;
-        if (!answer.ok) throw new Error("HTTP " + answer.status);
-        const data = await answer.json();
-        if (data.cursor !== cursor) {
-          cursor = data.cursor;
-          if (data.messages.length) await refresh();
-        }
-      } catch (e) {
-        await new Promise((r) => setTimeout(r, 2000));
-      }
+  // Banners: the connection to the server, or the login session, is lost. ----------------
+  function showBanner(kind) {
+    document.querySelectorAll("[data-banner]").forEach((el) => { el.hidden = el.dataset.banner !== kind; });
+    const again = document.querySelector('[data-role="login-again"]');
+    if (again && kind === "session") {
+      again.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
     }
   }
 
-  if (liveUrl && target) {
-    if (target.classList.contains("chat")) target.scrollTop = target.scrollHeight;
-    poll();
+  // What an answer says about the connection: "ok", "session" (logged out) or "offline" (a
+  // server error, such as a proxy's 502 while the app restarts).
+  function stateOf(answer) {
+    if (answer.status === 401 || answer.status === 403) return "session";
+    if (answer.type === "opaqueredirect") return "session"; // a page sent to the login form
+    if (answer.redirected && new URL(answer.url).pathname === "/login") return "session";
+    return answer.status >= 500 ? "offline" : "ok";
+  }
+
+  // A fetch that gives up after `ms`: a server that stops answering counts as lost.
+  async function fetchWithin(url, ms, options) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ms);
+    try {
+      return await fetch(url, { credentials: "same-origin", signal: abort.signal, ...options });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Live updates: short polls of the page's live part. -----------------------------------
+  // The page asks its live part (data-live) with the cursor of the last answer; the server
+  // answers at once: 204 when nothing the page shows is new, else the part's fresh HTML, and
+  // the next cursor in X-Live-Cursor. A tab so holds a server thread only while a poll is
+  // answered, and asking twice a second shows a new text within a second. Hidden tabs ask
+  // less often, and a tab that lost the server backs off. Only the elements marked
+  // data-live-target are replaced (from the data-live-part of the same name, or the whole
+  // answer): no form is inside them, so a refresh never touches what someone is typing.
+  const POLL_MS = 500;
+  const HIDDEN_POLL_MS = 5000;
+  const GIVE_UP_MS = 5000;
+  const MAX_BACKOFF_MS = 5000;
+  const main = document.getElementById("main");
+  const liveUrl = main && main.dataset.live;
+  const targets = Array.from(document.querySelectorAll("[data-live-target]"));
+  let cursor = (main && main.dataset.cursor) || "";
+
+  function show(html) {
+    const fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    for (const target of targets) {
+      const name = target.dataset.liveTarget;
+      const part = name ? fresh.content.querySelector('[data-live-part="' + name + '"]') : fresh.content;
+      if (!part) continue;
+      const atBottom = target.scrollTop + target.clientHeight >= target.scrollHeight - 20;
+      const top = target.scrollTop;
+      target.replaceChildren(...part.childNodes);
+      // A chat follows new messages while its reader is at the bottom, and stays put otherwise.
+      target.scrollTop = atBottom && target.classList.contains("chat") ? target.scrollHeight : top;
+    }
+  }
+
+  // Ask for the live part now; return "ok", "session" or "offline".
+  async function refresh() {
+    if (!liveUrl || !targets.length) return "ok";
+    const url = liveUrl + (liveUrl.includes("?") ? "&" : "?") + "cursor=" + encodeURIComponent(cursor);
+    try {
+      const answer = await fetchWithin(url, GIVE_UP_MS, { headers: { Accept: "text/html" }, redirect: "manual" });
+      const state = stateOf(answer);
+      if (state !== "ok" || !answer.ok) return state; // e.g. a 404: the page is gone, keep it
+      if (answer.status !== 204) show(await answer.text());
+      cursor = answer.headers.get("X-Live-Cursor") || cursor;
+      return "ok";
+    } catch (e) {
+      return "offline"; // no answer in time, or the connection failed
+    }
+  }
+
+  let failures = 0;
+  let timer = null;
+  let polling = false;
+
+  async function poll() {
+    clearTimeout(timer);
+    timer = null;
+    polling = true;
+    const state = await refresh();
+    polling = false;
+    failures = state === "ok" ? 0 : failures + 1;
+    showBanner(state === "ok" ? null : state);
+    schedule();
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    let wait = document.hidden ? HIDDEN_POLL_MS : POLL_MS;
+    if (failures) {
+      // 1 s, 2 s, 4 s, then every 5 s, spread out so tabs do not all come back at once.
+      wait = Math.min(1000 * 2 ** (failures - 1), MAX_BACKOFF_MS) * (0.75 + Math.random() / 4);
+    }
+    timer = setTimeout(poll, wait);
+  }
+
+  if (liveUrl && targets.length) {
+    targets.filter((t) => t.classList.contains("chat")).forEach((t) => { t.scrollTop = t.scrollHeight; });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && !polling) poll(); // catch up at once when the tab is shown again
+    });
+    schedule();
   }
 })();
