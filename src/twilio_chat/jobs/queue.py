@@ -65,7 +65,6 @@ def enqueue_many(
     if not items:
         return 0
     now = utcnow()
-    table = cast(Table, Job.__table__)
     rows = [
         {
             "kind": kind,
@@ -79,15 +78,19 @@ def enqueue_many(
         }
         for payload, unique_key in items
     ]
-    insert = upsert_into(session.get_bind().dialect.name, table).values(rows)
-    added = len(
-        session.execute(
-            insert.on_conflict_do_nothing(index_elements=[table.c.unique_key]).returning(table.c.id)
-        ).all()
-    )
+    insert = _insert_job(session.get_bind().dialect.name)
+    added = sum(session.scalar(insert, row) is not None for row in rows)
     if added:
         wake_after_commit(session)
     return added
+
+
+@functools.cache
+def _insert_job(dialect: str) -> Executable:
+    """The insert of a job that skips one whose unique key exists (built once per dialect)."""
+    table = cast(Table, Job.__table__)
+    insert = upsert_into(dialect, table).on_conflict_do_nothing(index_elements=["unique_key"])
+    return insert.returning(table.c.id)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the spool (a webhook kept while the database was away) or a sync with Twilio's m
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from twilio_chat.db.engine import Database, upsert_into
 from twilio_chat.db.models import Message, as_utc, utcnow
@@ -105,9 +107,10 @@ def record_inbound(
 ) -> InboundResult:
     """Store an inbound webhook's message in a transaction of its own (see `store_inbound`).
 
-    `received_at` is when the webhook arrived, if that was earlier (a spooled webhook).
+    `received_at` is when the webhook arrived, if that was earlier (a spooled webhook). The
+    text is on disk when this returns: the caller may then tell Twilio it has it.
     """
-    with db.session() as session:
+    with db.session(durable=True) as session:
         return store_inbound(session, settings, inbound_fields(form, received_at))
 
 
@@ -124,10 +127,8 @@ def store_inbound(
     keyword = keyword_of(fields.body, fields.opt_out_type)
     now = utcnow()
     at = now if fields.received_at is None else as_utc(fields.received_at)
-    insert = upsert_into(session.get_bind().dialect.name, MESSAGES).values(_message_row(fields, at))
-    message_id: int | None = session.scalar(
-        insert.on_conflict_do_nothing(index_elements=[MESSAGES.c.sid]).returning(MESSAGES.c.id)
-    )
+    dialect = session.get_bind().dialect.name
+    message_id: int | None = session.scalar(_insert_message(dialect), _message_row(fields, at))
     if message_id is None:
         stored = session.scalar(select(Message.id).where(Message.sid == fields.sid))
         assert stored is not None  # the conflict was on this sid
@@ -153,6 +154,13 @@ def store_inbound(
             max_attempts=settings.job_max_attempts,
         )
     return InboundResult(message_id, True, keyword, enqueue)
+
+
+@functools.cache
+def _insert_message(dialect: str) -> Executable:
+    """The insert of an inbound message that stores a sid once (built once per dialect)."""
+    insert = upsert_into(dialect, MESSAGES).on_conflict_do_nothing(index_elements=["sid"])
+    return insert.returning(MESSAGES.c.id)
 
 
 def _message_row(fields: InboundFields, at: datetime) -> dict[str, Any]:

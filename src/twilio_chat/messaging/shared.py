@@ -3,12 +3,14 @@ order, the conversations' summaries and the opt-out ledger."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, case, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from twilio_chat.db.engine import upsert_into
 from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, as_utc, utcnow
@@ -106,14 +108,22 @@ def count_on_conversation(
     as unread if it is, and takes it as its last message unless it is older than the last one
     (a spooled or synced text stored late).
     """
+    row = {
+        "number": number,
+        "unread_count": 1 if unread else 0,
+        "last_message_id": message_id,
+        "last_message_at": at,
+        "created_at": utcnow(),
+    }
+    paused: datetime | None = session.scalar(_summary_upsert(session.get_bind().dialect.name), row)
+    return paused
+
+
+@functools.cache
+def _summary_upsert(dialect: str) -> Executable:
+    """The upsert of a conversation's summary (built once per dialect)."""
     c = CONTACTS.c
-    insert = upsert_into(session.get_bind().dialect.name, CONTACTS).values(
-        number=number,
-        unread_count=1 if unread else 0,
-        last_message_id=message_id,
-        last_message_at=at,
-        created_at=utcnow(),
-    )
+    insert = upsert_into(dialect, CONTACTS)
     newer = or_(c.last_message_at.is_(None), insert.excluded.last_message_at >= c.last_message_at)
     upsert = insert.on_conflict_do_update(
         index_elements=[c.number],
@@ -127,8 +137,7 @@ def count_on_conversation(
             ),
         },
     )
-    paused: datetime | None = session.scalar(upsert.returning(c.replies_paused_until))
-    return paused
+    return upsert.returning(c.replies_paused_until)
 
 
 # Opt-out ledger ------------------------------------------------------------------------
