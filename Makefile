@@ -57,7 +57,7 @@ format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The benchmarks (bench/README.md): wrk from Debian drives the ingest benchmark. BENCH=name runs one.
+# The benchmarks (docs/benchmarks.md): wrk from Debian drives the ingest benchmark. BENCH=name runs one.
 WRK := /usr/bin/wrk
 $(WRK):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk \

@@ -1,1 +1,1 @@
-"""`make bench`: the benchmarks of bench/README.md (not part of the test suite)."""
+"""`make bench`: the benchmarks of docs/benchmarks.md (not part of the test suite)."""

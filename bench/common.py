@@ -1,7 +1,7 @@
 """What every benchmark shares: the machine, servers on 127.0.0.1, percentiles, result files.
 
 Each benchmark writes `bench/results/<date>-<name>.json`; `update_tables()` rebuilds the table
-in bench/README.md and the README's performance section from the newest result of each name.
+in docs/benchmarks.md from the newest result of each name.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ def log(message: str) -> None:
 def reference_seconds() -> float:
     """Time a fixed piece of pure Python on one core (best of three): the machine's speed.
 
-    Machines of the same name differ, and a shared one changes from hour to hour (two sessions
-    here saw the bare Flask ceiling at 4,300/s and at 2,000/s): results compare only beside
-    this figure, which is smaller on a faster machine.
+    Machines of the same name differ, and a shared one changes from hour to hour: results
+    compare only beside this figure, which is smaller on a faster machine.
     """
     best = float("inf")
     for _ in range(3):
@@ -341,7 +340,7 @@ ORDER = ["ingest", "reply-latency", "million-sqlite", "million-postgresql", "wor
 
 
 def latest_results() -> list[dict[str, Any]]:
-    """Return the newest result of each benchmark, in the README's order."""
+    """Return the newest result of each benchmark, in the table's order."""
     newest: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())

@@ -1,7 +1,7 @@
 """The Docker deployment, checked without a Docker engine.
 
-The Dockerfile lints clean with hadolint and builds the image the README describes; both compose
-files name the services, commands and volumes the README names and hold no secret; and the
+The Dockerfile lints clean with hadolint and builds the image docs/operations.md describes; both
+compose files name the services, commands and volumes it names and hold no secret; and the
 image's start command (deploy/entrypoint.sh: `twilio-chat prepare`, then gunicorn with
 gunicorn.conf.py) runs here as real processes on 127.0.0.1, answers the panel, takes a signed
 simulated text through the sandbox, gets it answered, passes the image's HEALTHCHECK, and stops

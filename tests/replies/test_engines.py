@@ -204,9 +204,9 @@ def test_an_installed_package_adds_an_engine_through_its_entry_point(plugin_dir:
         unregister_engine(name)
 
 
-def test_the_readme_example_engine_plugs_in_as_shown(plugin_dir: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("**Your own chat engine**") :]
+def test_the_documented_example_engine_plugs_in_as_shown(plugin_dir: Path) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    section = docs[docs.index("### Your own chat engine") :]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     lines = [line.removeprefix("  ") for line in code.splitlines()]
     assert lines[0] == "# shout.py"

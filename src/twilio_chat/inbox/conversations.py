@@ -135,12 +135,12 @@ def _search_postgresql(
 
     Left to itself, the planner picks between walking the primary key newest first (fast when
     the text is common: the page fills at once) and the trigram index (fast when it is rare),
-    by an estimate of how many bodies hold the text that ANALYZE's sample can be far off. With
-    a million messages, a word in 0.05 % of them, estimated at 0.8 %, was searched by walking
-    70,000 rows (55 ms). So the newest ids are read directly, a bounded walk that fills the
-    page for any text that is not rare; only when they hold less than a page does the rest
-    come from the trigram index, bounded and ordered by an expression the primary key cannot
-    serve, so the planner never walks the whole table for a rare text. (A text common only
+    by an estimate of how many bodies hold the text that ANALYZE's sample can be far off, and a
+    rare text estimated as common walks a large part of the table. So the newest ids are read
+    directly, a bounded walk that fills the page for any text that is not rare; only when they
+    hold less than a page does the rest come from the trigram index, bounded and ordered by an
+    expression the primary key cannot serve, so the planner never walks the whole table for a
+    rare text. (A text common only
     among older messages then costs a read of all its older matches: the rarer case.)
     """
     with db.read() as session:

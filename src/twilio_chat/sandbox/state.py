@@ -1,6 +1,6 @@
 """The sandbox's Messages resource: state, Twilio's shapes and errors, and status callbacks.
 
-Delivery rule (documented in the README): a recipient whose number ends in 0000 or 0003
+Delivery rule (documented in docs/operations.md): a recipient whose number ends in 0000 or 0003
 gets ``undelivered`` with 30003; one ending in 0004-0008 gets ``undelivered`` with 3000N.
 Every other number goes ``queued`` → ``sent`` → ``delivered``.
 """

@@ -1,6 +1,6 @@
 """Live updates by polling: the database is the source of truth, so any web process answers.
 
-No poll waits for news on a request thread the webhooks need (README, architecture notes):
+No poll waits for news on a request thread the webhooks need (docs/architecture.md, "Live updates"):
 
 - A panel page asks for its live part twice a second with the cursor of its last answer
   (`answer_poll`): at once, 204 when nothing it shows is new, else the fresh HTML, and the
