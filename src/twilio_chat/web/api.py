@@ -34,30 +34,32 @@ from twilio_chat.web.contract import (
     MESSAGES_TAG,
     error_answers,
 )
-from twilio_chat.web.schemas import (
+from twilio_chat.web.schemas.answers import (
     AuditPage,
-    AuditQuery,
     ContactAnswer,
-    ContactBody,
     ConversationPage,
-    ConversationsQuery,
     DeleteAnswer,
     MessageAnswer,
     MessageDetail,
     MessagePage,
-    MessagesQuery,
-    ParticipantPath,
     RedactAnswer,
     RemoteMessageList,
-    RemoteMessagesQuery,
-    SendBody,
-    SidPath,
     SimulateAnswer,
-    SimulateBody,
     Stats,
     StatsAnswer,
     StoredCounts,
     Thread,
+)
+from twilio_chat.web.schemas.requests import (
+    AuditQuery,
+    ContactBody,
+    ConversationsQuery,
+    MessagesQuery,
+    ParticipantPath,
+    RemoteMessagesQuery,
+    SendBody,
+    SidPath,
+    SimulateBody,
     ThreadQuery,
 )
 from twilio_chat.web.serialize import (

@@ -15,15 +15,12 @@ from twilio_chat.replies import config as reply_config
 from twilio_chat.settings import Settings
 from twilio_chat.web.auth import requires_scope
 from twilio_chat.web.contract import CONVERSATIONS_TAG, REPLIES_TAG, error_answers
-from twilio_chat.web.schemas import (
-    AIConfig,
+from twilio_chat.web.schemas.answers import AIConfig, AITestAnswer, AutoReplyConfig, PauseAnswer
+from twilio_chat.web.schemas.requests import (
     AIConfigBody,
-    AITestAnswer,
     AITestBody,
     AutoReplyBody,
-    AutoReplyConfig,
     ParticipantPath,
-    PauseAnswer,
     PauseBody,
 )
 from twilio_chat.web.serialize import answer

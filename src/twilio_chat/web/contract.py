@@ -24,7 +24,8 @@ from pydantic_core import ErrorDetails
 
 from twilio_chat.errors import N_, InvalidInput
 from twilio_chat.settings import Settings
-from twilio_chat.web.schemas import FIRST_YEAR, LAST_YEAR, MODELS, ErrorAnswer, Says
+from twilio_chat.web.schemas.answers import ErrorAnswer
+from twilio_chat.web.schemas.base import FIRST_YEAR, LAST_YEAR, MODELS, Says
 
 SWAGGER_UI = files("flask_openapi3_swagger") / "templates" / "swagger"
 assets = Blueprint(

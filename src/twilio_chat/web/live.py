@@ -32,7 +32,8 @@ from twilio_chat.errors import N_, InvalidInput
 from twilio_chat.inbox import conversations
 from twilio_chat.web.auth import current_identity, requires_scope
 from twilio_chat.web.contract import LIVE_TAG, error_answers
-from twilio_chat.web.schemas import EventsAnswer, EventsQuery
+from twilio_chat.web.schemas.answers import EventsAnswer
+from twilio_chat.web.schemas.requests import EventsQuery
 from twilio_chat.web.serialize import message_json
 
 bp = APIBlueprint("live", __name__, url_prefix="/api")

@@ -12,7 +12,7 @@ from twilio_chat.db.models import AuditEvent, Message, StatusEvent
 from twilio_chat.inbox.conversations import ConversationSummary
 from twilio_chat.twilio.errors import describe_error
 from twilio_chat.twilio.gateway import RemoteMessage
-from twilio_chat.web.schemas import (
+from twilio_chat.web.schemas.answers import (
     AuditEventOut,
     ConversationOut,
     MediaItem,
