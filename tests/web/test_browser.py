@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,39 @@ def test_the_panel_polls_its_live_part_about_twice_a_second_and_is_answered_at_o
     text_app(panel, "news")
     expect(page.locator("#latest-messages")).to_contain_text("news", timeout=LIVE_TIMEOUT)
     assert 200 in {status for _, status in polls}
+    context.close()
+
+
+def _set_hidden(page: Page, hidden: bool) -> None:
+    """Make the page hidden or shown, as switching tabs does (headless Chromium never hides)."""
+    page.evaluate(
+        """hidden => {
+            Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def test_a_hidden_tab_asks_less_often_and_catches_up_when_shown(
+    browser: Browser, panel: Live
+) -> None:
+    context, page = new_page(browser)
+    login(page, panel)
+    polls: list[float] = []
+    page.on("request", lambda r: polls.append(time.monotonic()) if "/partials/" in r.url else None)
+    _set_hidden(page, True)
+    page.wait_for_timeout(1000)  # the poll already scheduled
+    hidden_since = time.monotonic()
+    text_app(panel, "while hidden")
+    page.wait_for_timeout(6000)
+    assert 1 <= len([t for t in polls if t > hidden_since]) <= 2  # every 5 s
+    shown = time.monotonic()
+    _set_hidden(page, False)
+    expect(page.locator("#latest-messages")).to_contain_text("while hidden", timeout=LIVE_TIMEOUT)
+    page.wait_for_timeout(1500)
+    assert min(t for t in polls if t > shown) - shown < 0.3  # at once when shown
+    assert len([t for t in polls if t > shown]) >= 3  # then twice a second again
     context.close()
 
 
