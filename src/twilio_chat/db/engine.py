@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import sqlite3
 import threading
@@ -48,6 +49,9 @@ class Database:
         self._lock_path: str | None = f"{database}-writers.lock" if file_backed else None
         self._wal_path: str | None = f"{database}-wal" if file_backed else None
         self._local = threading.local()
+        self._commits = itertools.count(1)  # durable commits this process made, numbered
+        self._durable = 0  # how many of them are known to be on disk
+        self._sync_lock = threading.Lock()
         # Reads begin a deferred transaction: they never wait for the write lock.
         self._reader = sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
@@ -62,25 +66,32 @@ class Database:
         with self.write_turn(), self._writer() as session, session.begin():
             yield session
         if durable:
-            self.make_durable()
+            self.make_durable(next(self._commits))
 
-    def make_durable(self) -> None:
-        """Make every commit so far survive a power cut: fsync SQLite's WAL file.
+    def make_durable(self, commit: int | None = None) -> None:
+        """Make a commit (by default every one so far) survive a power cut: fsync the WAL.
 
         SQLite recovers every committed transaction whose pages are in the WAL on disk; with no
         WAL file, its contents were checkpointed into the database file, which SQLite fsyncs.
-        PostgreSQL commits durably by itself.
+        The threads of a process share their fsyncs: one started after a thread's commit
+        carries it, so a thread that waited for another's fsync is done when that one is (a
+        group commit). PostgreSQL commits durably by itself.
         """
         if self._wal_path is None:
             return
-        try:
-            fd = os.open(self._wal_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        with self._sync_lock:
+            if commit is not None and commit <= self._durable:
+                return  # an fsync that started after this commit has carried it
+            covered = next(self._commits) - 1  # every commit numbered before this fsync
+            try:
+                fd = os.open(self._wal_path, os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._durable = max(self._durable, covered)
 
     @contextmanager
     def write_turn(self) -> Iterator[None]:

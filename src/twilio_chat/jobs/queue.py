@@ -78,8 +78,9 @@ def enqueue_many(
         }
         for payload, unique_key in items
     ]
-    insert = _insert_job(session.get_bind().dialect.name)
-    added = sum(session.scalar(insert, row) is not None for row in rows)
+    conn = session.connection()
+    insert = _insert_job(conn.dialect.name)
+    added = sum(conn.execute(insert, row).first() is not None for row in rows)
     if added:
         wake_after_commit(session)
     return added

@@ -127,8 +127,9 @@ def store_inbound(
     keyword = keyword_of(fields.body, fields.opt_out_type)
     now = utcnow()
     at = now if fields.received_at is None else as_utc(fields.received_at)
-    dialect = session.get_bind().dialect.name
-    message_id: int | None = session.scalar(_insert_message(dialect), _message_row(fields, at))
+    conn = session.connection()  # Core statements: one row each, no ORM objects to track
+    row = _message_row(fields, at)
+    message_id: int | None = conn.execute(_insert_message(conn.dialect.name), row).scalar()
     if message_id is None:
         stored = session.scalar(select(Message.id).where(Message.sid == fields.sid))
         assert stored is not None  # the conflict was on this sid
@@ -140,6 +141,7 @@ def store_inbound(
         for sender in senders:
             opted_out = keyword == "opt_out"
             set_opt_out(session, sender, fields.sender, opted_out, f"keyword {fields.body.strip()}")
+        session.flush()  # the ledger as it now stands, for the read below
     opted = is_opted_out(session, senders, fields.sender)
     reason = reason_not_to_answer(settings, fields, keyword, opted, paused)
     if reason is not None:

@@ -7,7 +7,7 @@ import functools
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, case, or_, select
+from sqlalchemy import Table, bindparam, case, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -115,7 +115,8 @@ def count_on_conversation(
         "last_message_at": at,
         "created_at": utcnow(),
     }
-    paused: datetime | None = session.scalar(_summary_upsert(session.get_bind().dialect.name), row)
+    conn = session.connection()
+    paused: datetime | None = conn.execute(_summary_upsert(conn.dialect.name), row).scalar()
     return paused
 
 
@@ -166,12 +167,22 @@ def is_opted_out(session: Session, senders: list[str], number: str) -> bool:
     """Tell whether `number` opted out of any of these senders."""
     if not senders:
         return False
-    found = session.scalar(
+    found = session.connection().execute(_opted_out(), {"senders": senders, "number": number})
+    return found.first() is not None
+
+
+@functools.cache
+def _opted_out() -> Executable:
+    """The read of a number's opt-out from any of a list of senders (built once)."""
+    return (
         select(OptOut.id)
-        .where(OptOut.sender.in_(senders), OptOut.number == number, OptOut.opted_out.is_(True))
+        .where(
+            OptOut.sender.in_(bindparam("senders", expanding=True)),
+            OptOut.number == bindparam("number"),
+            OptOut.opted_out.is_(True),
+        )
         .limit(1)
     )
-    return found is not None
 
 
 # Who may be answered at all ----------------------------------------------------------------
