@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select, update
 from support import OURS, numbered_text, reply_keys
 
@@ -176,3 +178,52 @@ def test_a_webhook_form_is_stored_with_its_media_and_segments(
     assert (message.body, message.num_segments, message.status) == ("a picture", 2, "received")
     assert [m["content_type"] for m in message.media] == ["image/png", "image/jpeg"]
     assert record_inbound(db, settings, form).created is False  # Twilio retried it
+
+
+def test_the_writer_answers_many_threads_each_with_its_own_text(
+    db: Database, settings: Settings
+) -> None:
+    from twilio_chat.messaging.writer import InboundWriter
+
+    writer = InboundWriter(db, settings)
+    results: dict[int, InboundResult] = {}
+
+    def hand(n: int) -> None:
+        results[n] = writer.store(numbered_text(n, sender=f"+1555000{n % 3:04d}"))
+
+    threads = [threading.Thread(target=hand, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == list(range(40)) and all(r.created for r in results.values())
+    with db.read() as session:
+        sids = {m.id: m.sid for m in session.scalars(select(Message))}
+    assert {n: sids[r.message_id] for n, r in results.items()} == {
+        n: numbered_text(n).sid for n in range(40)
+    }
+    assert writer.store(numbered_text(7)).created is False  # Twilio retried it
+
+
+def test_a_text_the_writer_cannot_store_fails_alone(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twilio_chat.messaging import writer as writer_module
+
+    real = writer_module.store_inbound
+
+    def refuse_two(session: Any, settings: Settings, fields: InboundFields) -> InboundResult:
+        if fields.sid == numbered_text(2).sid:
+            raise ValueError("this one cannot be stored")
+        return real(session, settings, fields)
+
+    monkeypatch.setattr(writer_module, "store_inbound", refuse_two)
+    writer = writer_module.InboundWriter(db, settings)
+    batch = [writer_module._Pending(numbered_text(n)) for n in (1, 2, 3)]
+    writer._write(batch)
+    assert all(item.done.is_set() for item in batch)
+    assert isinstance(batch[1].error, ValueError) and batch[1].result is None
+    assert batch[0].result is not None and batch[2].result is not None
+    with db.read() as session:
+        stored = set(session.scalars(select(Message.sid)))
+    assert stored == {numbered_text(1).sid, numbered_text(3).sid}

@@ -167,21 +167,15 @@ def is_opted_out(session: Session, senders: list[str], number: str) -> bool:
     """Tell whether `number` opted out of any of these senders."""
     if not senders:
         return False
-    found = session.connection().execute(_opted_out(), {"senders": senders, "number": number})
-    return found.first() is not None
+    found = session.connection().execute(_opted_out_of(), {"number": number})
+    return any(sender in senders for (sender,) in found)
 
 
 @functools.cache
-def _opted_out() -> Executable:
-    """The read of a number's opt-out from any of a list of senders (built once)."""
-    return (
-        select(OptOut.id)
-        .where(
-            OptOut.sender.in_(bindparam("senders", expanding=True)),
-            OptOut.number == bindparam("number"),
-            OptOut.opted_out.is_(True),
-        )
-        .limit(1)
+def _opted_out_of() -> Executable:
+    """The read of the senders a number opted out of (built once)."""
+    return select(OptOut.sender).where(
+        OptOut.number == bindparam("number"), OptOut.opted_out.is_(True)
     )
 
 

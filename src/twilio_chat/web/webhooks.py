@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from twilio_chat import messaging
 from twilio_chat.db.engine import get_db
+from twilio_chat.messaging.writer import get_writer
 from twilio_chat.settings import Settings
 from twilio_chat.telemetry.metrics import DELIVERIES, WEBHOOKS
 from twilio_chat.twilio import spool
@@ -94,7 +95,8 @@ def inbound() -> Response:
     form = request.form.to_dict()  # the first value of each: a MultiDict raises on a miss
     _require("inbound", form, "MessageSid", "From")
     try:
-        result = messaging.record_inbound(get_db(), current_app.extensions["settings"], form)
+        writer = get_writer(current_app, get_db(), current_app.extensions["settings"])
+        result = writer.store(messaging.inbound_fields(form))
     except SQLAlchemyError as exc:
         if not spool.database_unavailable(exc):
             raise
