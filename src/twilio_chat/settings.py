@@ -41,6 +41,7 @@ class SettingsError(Exception):
 
 
 @functools.lru_cache(maxsize=65536)  # every inbound webhook asks, mostly about known numbers
+@functools.lru_cache(maxsize=4096)  # asked for every text; parsing a number is not cheap
 def is_e164(value: str) -> bool:
     """Return True when `value` is a possible phone number written in E.164 form."""
     digits = value[1:]

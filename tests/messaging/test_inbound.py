@@ -12,14 +12,20 @@ from support import OURS, numbered_text, reply_keys
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Contact, Job, Message, OptOut, utcnow
-from twilio_chat.messaging import InboundFields, InboundResult, record_inbound, store_inbound
+from twilio_chat.messaging import (
+    InboundFields,
+    InboundResult,
+    record_inbound,
+    store_inbound,
+    store_inbound_many,
+)
 from twilio_chat.settings import Settings
 
 
 def store(db: Database, settings: Settings, texts: list[InboundFields]) -> list[InboundResult]:
-    """Store texts one after another in one transaction."""
+    """Store texts as one batch, in one transaction."""
     with db.session() as session:
-        return [store_inbound(session, settings, text) for text in texts]
+        return store_inbound_many(session, settings, texts)
 
 
 def contact(db: Database, number: str) -> Contact:
@@ -210,14 +216,14 @@ def test_a_text_the_writer_cannot_store_fails_alone(
 ) -> None:
     from twilio_chat.messaging import writer as writer_module
 
-    real = writer_module.store_inbound
+    real = writer_module.store_inbound_many
 
-    def refuse_two(session: Any, settings: Settings, fields: InboundFields) -> InboundResult:
-        if fields.sid == numbered_text(2).sid:
+    def refuse_two(session: Any, settings: Settings, texts: list[InboundFields]) -> Any:
+        if numbered_text(2).sid in {text.sid for text in texts}:
             raise ValueError("this one cannot be stored")
-        return real(session, settings, fields)
+        return real(session, settings, texts)
 
-    monkeypatch.setattr(writer_module, "store_inbound", refuse_two)
+    monkeypatch.setattr(writer_module, "store_inbound_many", refuse_two)
     writer = writer_module.InboundWriter(db, settings)
     batch = [writer_module._Pending(numbered_text(n)) for n in (1, 2, 3)]
     writer._write(batch)

@@ -80,7 +80,7 @@ def enqueue_many(
     ]
     conn = session.connection()
     insert = _insert_job(conn.dialect.name)
-    added = sum(conn.execute(insert, row).first() is not None for row in rows)
+    added = len(conn.execute(insert, rows).all())  # one statement; a row per job added
     if added:
         wake_after_commit(session)
     return added

@@ -3,7 +3,7 @@
 - `shared`: the tables, keywords, status order, conversations' summaries, the opt-out ledger,
   and who may be answered at all, which the paths below share.
 - `inbound`: a webhook's form read into `InboundFields` and stored once per MessageSid, with
-  its reply job, in one transaction (`store_inbound`).
+  its reply job, in one transaction (`store_inbound_many`; `store_inbound` for one).
 - `status`: delivery status callbacks, which move a status forward and never back.
 - `outbound`: `send()`, which validates a request, writes the row, calls Twilio once and
   records what it answered.
@@ -19,6 +19,7 @@ from twilio_chat.messaging.inbound import (
     parse_media,
     record_inbound,
     store_inbound,
+    store_inbound_many,
 )
 from twilio_chat.messaging.outbound import (
     HUMAN_SOURCES,
@@ -78,5 +79,6 @@ __all__ = [
     "send",
     "set_opt_out",
     "store_inbound",
+    "store_inbound_many",
     "validate_send",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,10 +23,10 @@ from twilio_chat.jobs import queue as jobs
 from twilio_chat.messaging.shared import (
     MAX_MEDIA,
     MESSAGES,
-    count_on_conversation,
-    is_opted_out,
+    count_on_conversations,
     keyword_of,
     opt_out_senders,
+    opted_out_among,
     reason_not_to_answer,
     set_opt_out,
     to_int,
@@ -117,52 +117,74 @@ def record_inbound(
 def store_inbound(
     session: Session, settings: Settings, fields: InboundFields, answer: bool = True
 ) -> InboundResult:
-    """Store an inbound message once per sid, in the caller's transaction, with its reply job.
+    """Store one inbound message in the caller's transaction (see `store_inbound_many`)."""
+    return store_inbound_many(session, settings, [fields], answer)[0]
 
-    In the same transaction: the message (nothing if its sid is stored already: a webhook
-    Twilio retried, a spool replay, a sync), its conversation's summary, the opt-out ledger
-    when it is STOP or START, and a reply job when someone must answer it. `answer=False`
-    stores it without a reply job (a synced text that is not the newest of its conversation).
+
+def store_inbound_many(
+    session: Session, settings: Settings, texts: Sequence[InboundFields], answer: bool = True
+) -> list[InboundResult]:
+    """Store inbound messages once per sid, in the caller's transaction, with their reply jobs.
+
+    In the same transaction, as if they arrived one after another in this order: each message
+    (nothing if its sid is stored already: a webhook Twilio retried, a spool replay, a sync),
+    its conversation's summary, the opt-out ledger when it is STOP or START, and a reply job
+    when someone must answer it. `answer=False` stores them without reply jobs (synced texts
+    that are not the newest of their conversation). Each step is one statement for all of the
+    texts, so a batch costs about what one text does.
     """
-    keyword = keyword_of(fields.body, fields.opt_out_type)
     now = utcnow()
-    at = now if fields.received_at is None else as_utc(fields.received_at)
-    conn = session.connection()  # Core statements: one row each, no ORM objects to track
-    row = _message_row(fields, at)
-    message_id: int | None = conn.execute(_insert_message(conn.dialect.name), row).scalar()
-    if message_id is None:
-        stored = session.scalar(select(Message.id).where(Message.sid == fields.sid))
-        assert stored is not None  # the conflict was on this sid
-        return InboundResult(stored, False, keyword, False)
-    log.info("inbound text %s from %s stored", fields.sid, fields.sender)
-    paused = count_on_conversation(session, fields.sender, message_id, at, unread=True)
-    senders = opt_out_senders(fields)
-    if keyword in ("opt_out", "opt_in"):
-        for sender in senders:
+    firsts: dict[str, tuple[InboundFields, datetime]] = {}  # each sid's first text, in order
+    for text in texts:
+        at = now if text.received_at is None else as_utc(text.received_at)
+        firsts.setdefault(text.sid, (text, at))
+    conn = session.connection()  # Core statements: no ORM objects to track
+    rows = [_message_row(text, at) for text, at in firsts.values()]
+    inserted = conn.execute(_insert_message(conn.dialect.name), rows)
+    ids: dict[str, int] = {sid: message_id for message_id, sid in inserted}
+    new = [(text, at) for sid, (text, at) in firsts.items() if sid in ids]
+    known = [sid for sid in firsts if sid not in ids]
+    if known:  # stored before (a webhook Twilio retried, a replay): those rows stay as they are
+        found = session.execute(select(Message.sid, Message.id).where(Message.sid.in_(known)))
+        ids.update({str(sid): message_id for sid, message_id in found})
+    summary = [(text.sender, ids[text.sid], at, True) for text, at in new]
+    counted = count_on_conversations(session, summary) if summary else {}
+    # The opt-outs as they stand, read only for numbers that have any (most have none).
+    ledger = opted_out_among(session, {n for n, c in counted.items() if c.has_opt_outs})
+    outcomes: dict[str, InboundResult] = {}
+    replies: list[tuple[dict[str, Any], str | None]] = []
+    for text, _ in new:
+        log.info("inbound text %s from %s stored", text.sid, text.sender)
+        keyword = keyword_of(text.body, text.opt_out_type)
+        senders = opt_out_senders(text)
+        if keyword in ("opt_out", "opt_in"):  # the ledger as it stands for the texts after this
             opted_out = keyword == "opt_out"
-            set_opt_out(session, sender, fields.sender, opted_out, f"keyword {fields.body.strip()}")
-        session.flush()  # the ledger as it now stands, for the read below
-    opted = is_opted_out(session, senders, fields.sender)
-    reason = reason_not_to_answer(settings, fields, keyword, opted, paused)
-    if reason is not None:
-        log.info("inbound text %s left unanswered: %s", fields.sid, reason)
-    enqueue = answer and reason is None
-    if enqueue:
-        jobs.enqueue(
-            session,
-            "reply",
-            {"message_id": message_id},
-            unique_key=f"reply:{fields.sid}",
-            max_attempts=settings.job_max_attempts,
-        )
-    return InboundResult(message_id, True, keyword, enqueue)
+            for sender in senders:
+                why = f"keyword {text.body.strip()}"
+                set_opt_out(session, sender, text.sender, opted_out, why)
+                (ledger.add if opted_out else ledger.discard)((sender, text.sender))
+        opted = any((sender, text.sender) in ledger for sender in senders)
+        reason = reason_not_to_answer(settings, text, keyword, opted, counted[text.sender].paused)
+        if reason is not None:
+            log.info("inbound text %s left unanswered: %s", text.sid, reason)
+        enqueue = answer and reason is None
+        if enqueue:
+            replies.append(({"message_id": ids[text.sid]}, f"reply:{text.sid}"))
+        outcomes[text.sid] = InboundResult(ids[text.sid], True, keyword, enqueue)
+    jobs.enqueue_many(session, "reply", replies, max_attempts=settings.job_max_attempts)
+    results = []
+    for text in texts:  # the first text of a new sid created it; any other found it stored
+        outcome = outcomes.pop(text.sid, None)
+        keyword = keyword_of(text.body, text.opt_out_type)
+        results.append(outcome or InboundResult(ids[text.sid], False, keyword, False))
+    return results
 
 
 @functools.cache
 def _insert_message(dialect: str) -> Executable:
     """The insert of an inbound message that stores a sid once (built once per dialect)."""
     insert = upsert_into(dialect, MESSAGES).on_conflict_do_nothing(index_elements=["sid"])
-    return insert.returning(MESSAGES.c.id)
+    return insert.returning(MESSAGES.c.id, MESSAGES.c.sid)
 
 
 def _message_row(fields: InboundFields, at: datetime) -> dict[str, Any]:

@@ -4,10 +4,11 @@ order, the conversations' summaries and the opt-out ledger."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Table, bindparam, case, or_, select
+from sqlalchemy import Table, bindparam, case, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -102,22 +103,47 @@ def get_or_create_contact(session: Session, number: str) -> Contact:
 def count_on_conversation(
     session: Session, number: str, message_id: int, at: datetime, unread: bool
 ) -> datetime | None:
-    """Count a newly stored message on its conversation's summary; return its reply pause.
+    """Count a newly stored message on its conversation's summary; return its reply pause."""
+    return count_on_conversations(session, [(number, message_id, at, unread)])[number].paused
 
-    One upsert, safe under concurrency: the conversation is created if new, counts the message
-    as unread if it is, and takes it as its last message unless it is older than the last one
-    (a spooled or synced text stored late).
+
+class Counted(NamedTuple):
+    """A conversation as a message was counted on it: its reply pause, and any opt-outs."""
+
+    paused: datetime | None
+    has_opt_outs: bool  # the number stands opted out of at least one of our senders
+
+
+def count_on_conversations(
+    session: Session, messages: Sequence[tuple[str, int, datetime, bool]]
+) -> dict[str, Counted]:
+    """Count newly stored messages (number, id, time, unread) on their conversations' summaries.
+
+    Returns what each conversation then is (`Counted`). One upsert per conversation, all in one
+    statement, safe under concurrency: a conversation is created if new, counts its unread
+    messages, and takes the newest as its last message unless that is older than the last one
+    it has (a spooled or synced text stored late). Conversations are written in the order of
+    their numbers, so two transactions never wait on each other's rows in a cycle.
     """
-    row = {
-        "number": number,
-        "unread_count": 1 if unread else 0,
-        "last_message_id": message_id,
-        "last_message_at": at,
-        "created_at": utcnow(),
-    }
+    rows: dict[str, dict[str, Any]] = {}
+    for number, message_id, at, unread in messages:
+        row = rows.get(number)
+        if row is None:
+            rows[number] = {
+                "number": number,
+                "unread_count": int(unread),
+                "last_message_id": message_id,
+                "last_message_at": at,
+                "created_at": utcnow(),
+            }
+            continue
+        row["unread_count"] += int(unread)
+        if at >= row["last_message_at"]:  # the later of two at the same time wins, as in order
+            row["last_message_id"], row["last_message_at"] = message_id, at
     conn = session.connection()
-    paused: datetime | None = conn.execute(_summary_upsert(conn.dialect.name), row).scalar()
-    return paused
+    upsert = _summary_upsert(conn.dialect.name)
+    found = conn.execute(upsert, [rows[number] for number in sorted(rows)])
+    return {number: Counted(paused, bool(opted)) for number, paused, opted in found}
 
 
 @functools.cache
@@ -138,7 +164,12 @@ def _summary_upsert(dialect: str) -> Executable:
             ),
         },
     )
-    return upsert.returning(c.replies_paused_until)
+    # Whether the number stands opted out of any sender. The outer row is named in SQL: the
+    # subquery of a RETURNING clause is not correlated by SQLAlchemy.
+    opted_out = select(OptOut.id).where(
+        OptOut.number == literal_column("contacts.number"), OptOut.opted_out.is_(True)
+    )
+    return upsert.returning(c.number, c.replies_paused_until, opted_out.exists())
 
 
 # Opt-out ledger ------------------------------------------------------------------------
@@ -167,15 +198,22 @@ def is_opted_out(session: Session, senders: list[str], number: str) -> bool:
     """Tell whether `number` opted out of any of these senders."""
     if not senders:
         return False
-    found = session.connection().execute(_opted_out_of(), {"number": number})
-    return any(sender in senders for (sender,) in found)
+    return any(sender in senders for sender, _ in opted_out_among(session, [number]))
+
+
+def opted_out_among(session: Session, numbers: Collection[str]) -> set[tuple[str, str]]:
+    """Return the (sender, number) pairs of these numbers that stand opted out in the ledger."""
+    if not numbers:
+        return set()
+    found = session.connection().execute(_opted_out_of(), {"numbers": sorted(set(numbers))})
+    return {(sender, number) for sender, number in found}
 
 
 @functools.cache
 def _opted_out_of() -> Executable:
-    """The read of the senders a number opted out of (built once)."""
-    return select(OptOut.sender).where(
-        OptOut.number == bindparam("number"), OptOut.opted_out.is_(True)
+    """The read of the senders some numbers opted out of (built once)."""
+    return select(OptOut.sender, OptOut.number).where(
+        OptOut.number.in_(bindparam("numbers", expanding=True)), OptOut.opted_out.is_(True)
     )
 
 

@@ -1,8 +1,8 @@
 """Group commit for inbound webhooks: a process's requests share transactions.
 
 Every webhook thread of a process hands its text to one writer thread and waits. The writer
-takes whatever has queued up (at most MAX_BATCH texts), stores each in turn with
-`store_inbound` in one durable transaction, and then wakes each waiting request with its own
+takes whatever has queued up (at most MAX_BATCH texts), stores them with `store_inbound_many`
+in one durable transaction, and then wakes each waiting request with its own
 result: a request is still answered only once its text is on disk. One thread holding the
 database's write lock for a whole batch, instead of each request thread for its own text,
 keeps the request threads (which share one interpreter lock) from queueing behind each other.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from twilio_chat.db.engine import Database
-from twilio_chat.messaging.inbound import InboundFields, InboundResult, store_inbound
+from twilio_chat.messaging.inbound import InboundFields, InboundResult, store_inbound_many
 from twilio_chat.settings import Settings
 
 MAX_BATCH = 64  # the most texts one transaction stores
@@ -88,7 +88,8 @@ class InboundWriter:
         """Store a batch in one durable transaction; if it fails, each text on its own."""
         try:
             with self.db.session(durable=True) as session:
-                results = [store_inbound(session, self.settings, item.fields) for item in batch]
+                texts = [item.fields for item in batch]
+                results = store_inbound_many(session, self.settings, texts)
         except Exception:
             if len(batch) == 1:
                 raise
@@ -103,7 +104,7 @@ class InboundWriter:
         """Store one text in a transaction of its own, handing back its result or its error."""
         try:
             with self.db.session(durable=True) as session:
-                item.result = store_inbound(session, self.settings, item.fields)
+                item.result = store_inbound_many(session, self.settings, [item.fields])[0]
         except Exception as exc:
             item.error = exc
         item.done.set()
