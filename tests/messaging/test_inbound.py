@@ -233,3 +233,21 @@ def test_a_text_the_writer_cannot_store_fails_alone(
     with db.read() as session:
         stored = set(session.scalars(select(Message.sid)))
     assert stored == {numbered_text(1).sid, numbered_text(3).sid}
+
+
+def test_the_writer_stores_on_after_its_connection_is_closed_under_it(
+    db: Database, settings: Settings
+) -> None:
+    # The database may close an idle connection (a restart, an idle timeout): the text that
+    # meets it is stored all the same, and the writer carries on with a new connection.
+    from twilio_chat.messaging.writer import InboundWriter
+
+    writer = InboundWriter(db, settings)
+    assert writer.store(numbered_text(1)).created
+    held = writer._connection
+    assert held is not None
+    held.connection.dbapi_connection.close()  # type: ignore[union-attr]
+    assert writer.store(numbered_text(2)).created
+    assert writer.store(numbered_text(3)).created
+    assert writer._connection is not None and writer._connection is not held
+    assert reply_keys(db) == [f"reply:{numbered_text(n).sid}" for n in (1, 2, 3)]

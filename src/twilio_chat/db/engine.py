@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import os
 import sqlite3
@@ -58,12 +59,14 @@ class Database:
         )
 
     @contextmanager
-    def session(self, durable: bool = False) -> Iterator[Session]:
+    def session(self, durable: bool = False, bind: Connection | None = None) -> Iterator[Session]:
         """Open a write session: one transaction, committed on success, rolled back on error.
 
         `durable`: on a SQLite file, the commit is on disk before this returns (`make_durable`).
+        `bind`: a connection the caller holds, used instead of one from the pool.
         """
-        with self.write_turn(), self._writer() as session, session.begin():
+        session_for = self._writer if bind is None else functools.partial(self._writer, bind=bind)
+        with self.write_turn(), session_for() as session, session.begin():
             yield session
         if durable:
             self.make_durable(next(self._commits))
