@@ -9,6 +9,7 @@ import functools
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,8 +41,19 @@ class SettingsError(Exception):
     """A setting is missing or has a bad value; the message names the variable."""
 
 
+E164_FORM = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def has_e164_form(value: str) -> bool:
+    """Return True when `value` is written as an E.164 number: +, then 7 to 15 digits.
+
+    Enough to tell a phone number Twilio delivered a text from (one that can be answered)
+    from a short code or a sender's name; `is_e164` also checks the number could exist.
+    """
+    return E164_FORM.fullmatch(value) is not None
+
+
 @functools.lru_cache(maxsize=65536)  # every inbound webhook asks, mostly about known numbers
-@functools.lru_cache(maxsize=4096)  # asked for every text; parsing a number is not cheap
 def is_e164(value: str) -> bool:
     """Return True when `value` is a possible phone number written in E.164 form."""
     digits = value[1:]
@@ -98,7 +110,8 @@ class Settings(BaseModel):
     ai_timeout_seconds: float = Field(20, gt=0, le=120, alias="AI_TIMEOUT_SECONDS")
     # Modules imported first that register chat engines (replies/engines.py), comma-separated.
     chat_engine_modules: tuple[str, ...] = Field((), alias="CHAT_ENGINE_MODULES")
-    chat_mode: str = Field("echo", alias="CHAT_MODE")
+    # Who answers until a mode is chosen in the panel: off or a chat engine (replies.config).
+    chat_mode: str | None = Field(None, alias="CHAT_MODE")
     ai_human_pause_minutes: int = Field(60, ge=0, le=10080, alias="AI_HUMAN_PAUSE_MINUTES")
     auto_reply_max_per_hour: int = Field(10, ge=1, le=1000, alias="AUTO_REPLY_MAX_PER_HOUR")
     # App
@@ -153,10 +166,10 @@ class Settings(BaseModel):
 
     @field_validator("chat_mode")
     @classmethod
-    def _chat_engine(cls, value: str) -> str:
-        names = engines.engine_names()
-        if value not in names:
-            raise ValueError(f"must name a chat engine: {', '.join(names)}")
+    def _chat_engine(cls, value: str | None) -> str | None:
+        names = ["off", *engines.engine_names()]
+        if value is not None and value not in names:
+            raise ValueError(f"must be off or name a chat engine: {', '.join(names)}")
         return value
 
     @field_validator("twilio_messaging_service_sid")

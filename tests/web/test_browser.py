@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from support import Live
+from support.fake_openai import API_KEY
 
 from twilio_chat.jobs.worker import Worker
 
@@ -226,22 +227,31 @@ def test_a_failed_delivery_shows_its_error_text(browser: Browser, panel: Live) -
     context.close()
 
 
-def test_save_the_auto_reply_tab_and_see_it_answer(browser: Browser, panel: Live) -> None:
+def test_choose_the_auto_reply_on_the_automation_page_and_see_it_answer(
+    browser: Browser, panel: Live
+) -> None:
     context, page = new_page(browser)
     login(page, panel)
-    page.goto(panel.url + "/auto-reply")
-    page.get_by_label("Auto-reply on").check()
+    page.goto(panel.url + "/automation")
+    badge = page.locator('[data-role="mode-badge"]')
+    expect(badge).to_have_text("Answering: Echo")
     message = page.get_by_label("Message", exact=True)
     message.fill("")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save the auto-reply").click()
     expect(page.locator('[data-error-for="message"]')).to_contain_text("1 to 640 characters")
+    message.fill("We are closed; back at 9 ☺")
+    expect(page.locator("#auto-segments")).to_contain_text("UCS-2")  # the smiley is not GSM-7
     message.fill("We are closed; back at 9.")
-    expect(page.locator("#auto-counter")).to_have_text("25 / 640 characters")
-    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#auto-segments")).to_have_text(
+        "25 characters · 1 SMS (GSM-7, 160 per SMS)"
+    )
+    page.get_by_role("button", name="Save the auto-reply").click()
     expect(page.get_by_role("status")).to_have_text("Saved.")
+    page.locator("#mode-auto_reply").check()
+    page.get_by_role("button", name="Save", exact=True).click()
     page.wait_for_load_state("load")
-    expect(page.locator("#auto-state")).to_have_text("On", timeout=3000)
-    shot(page, "auto-reply")
+    expect(badge).to_have_text("Answering: Auto-reply", timeout=3000)
+    shot(page, "automation")
     text_app(panel, "open?")
     page.goto(f"{panel.url}/chat/{PHONE}")
     expect(page.locator(".bubble-row.us", has_text="We are closed; back at 9.")).to_be_visible(
@@ -250,25 +260,36 @@ def test_save_the_auto_reply_tab_and_see_it_answer(browser: Browser, panel: Live
     context.close()
 
 
-def test_ai_tab_saves_and_test_connection_says_why_it_failed(browser: Browser, panel: Live) -> None:
+def test_ai_settings_save_and_test_connection_uses_the_forms_values(
+    browser: Browser, panel: Live, fake_openai: Any
+) -> None:
     context, page = new_page(browser)
     login(page, panel)
-    page.goto(panel.url + "/ai")
-    expect(page.get_by_text("Not set")).to_have_count(0)  # only a placeholder
+    page.goto(panel.url + "/automation#ai")
     page.get_by_label("Model", exact=True).fill("my-model")
     page.get_by_label("Temperature (0–2)").fill("3")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save the AI settings").click()
     expect(page.locator('[data-error-for="temperature"]')).to_contain_text("from 0 to 2")
     page.get_by_label("Temperature (0–2)").fill("0.5")
-    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Save the AI settings").click()
     expect(page.get_by_role("status")).to_have_text("Saved.")
-    page.wait_for_timeout(600)  # the tab reloads to show where each value comes from
-    expect(page.get_by_label("Model", exact=True)).to_have_value("my-model")
+    result = page.locator('[data-role="ai-test-result"]')
     page.get_by_role("button", name="Test connection").click()
-    expect(page.get_by_role("status")).to_contain_text("no OpenAI API key is set")
+    expect(result).to_contain_text("no OpenAI API key is set")
+    # Not saved: the test tries the values as they stand in the form.
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_label("Base URL (OpenAI-compatible server; empty: OpenAI)").fill(
+        fake_openai.base_url
+    )
+    page.get_by_role("button", name="Test connection").click()
+    expect(result).to_contain_text("Connected. The model answered:")
     shot(page, "ai")
     config = panel.api("GET", "/api/ai/config").json()
-    assert (config["model"], config["temperature"]) == ("my-model", 0.5)
+    assert (config["model"], config["temperature"], config["api_key_set"]) == (
+        "my-model",
+        0.5,
+        False,
+    )
     no_console_errors(page)
     context.close()
 
@@ -306,11 +327,11 @@ def test_an_mms_picture_is_shown_through_the_media_proxy(browser: Browser, panel
 def test_polish(browser: Browser, panel: Live) -> None:
     context, page = new_page(browser, locale="pl-PL")
     login(page, panel)
-    expect(page.get_by_role("link", name="Auto-odpowiedź")).to_be_visible()
-    page.goto(panel.url + "/ai")
+    expect(page.get_by_role("link", name="Automatyzacja", exact=True)).to_be_visible()
+    page.goto(panel.url + "/automation")
     expect(page.get_by_role("button", name="Przetestuj połączenie")).to_be_visible()
     page.get_by_label("Temperatura (0–2)").fill("9")
-    page.get_by_role("button", name="Zapisz").click()
+    page.get_by_role("button", name="Zapisz ustawienia AI").click()
     expect(page.locator('[data-error-for="temperature"]')).to_have_text(
         "Temperatura musi być liczbą od 0 do 2."
     )

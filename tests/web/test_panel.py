@@ -62,7 +62,7 @@ def test_production_adds_hsts_and_secure_cookies(live_factory: object) -> None:
 
 def test_pages_have_no_inline_scripts(live: Live) -> None:
     session = logged_in(live)
-    for path in ("/", "/conversations", "/auto-reply", "/ai", "/simulator", "/login"):
+    for path in ("/", "/conversations", "/automation", "/simulator", "/login"):
         page = session.get(live.url + path, timeout=10)
         assert page.status_code == 200, path
         for tag in re.findall(r"<script[^>]*>", page.text):
@@ -73,7 +73,7 @@ def test_pages_have_no_inline_scripts(live: Live) -> None:
 def test_every_input_has_a_label(live: Live) -> None:
     live.api("POST", "/api/sandbox/simulate", json={"from": PHONE, "body": "hi"})
     session = logged_in(live)
-    for path in ("/", "/auto-reply", "/ai", "/simulator", f"/chat/{PHONE}", "/login"):
+    for path in ("/", "/automation", "/simulator", f"/chat/{PHONE}", "/login"):
         page = session.get(live.url + path, timeout=10).text
         labels = set(re.findall(r'<label[^>]*for="([^"]+)"', page))
         for tag in re.findall(r"<(?:input|textarea|select)\b[^>]*>", page):
@@ -85,10 +85,10 @@ def test_every_input_has_a_label(live: Live) -> None:
 
 def test_language_from_the_browser_and_from_the_switch(live: Live) -> None:
     polish = logged_in(live, lang="pl-PL,pl;q=0.9,en;q=0.5")
-    assert "Auto-odpowiedź" in polish.get(live.url + "/", timeout=10).text
-    assert "Przetestuj połączenie" in polish.get(live.url + "/ai", timeout=10).text
-    polish.get(live.url + "/lang/en?next=/ai", timeout=10)
-    assert "Test connection" in polish.get(live.url + "/ai", timeout=10).text
+    assert "Automatyzacja" in polish.get(live.url + "/", timeout=10).text
+    assert "Przetestuj połączenie" in polish.get(live.url + "/automation", timeout=10).text
+    polish.get(live.url + "/lang/en?next=/automation", timeout=10)
+    assert "Test connection" in polish.get(live.url + "/automation", timeout=10).text
 
 
 def test_api_errors_in_the_users_language(live: Live) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -205,6 +206,12 @@ class AutoReplyConfig(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str] = mapped_column(Text, default="")
     enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # At most one auto-reply per conversation within this many hours (0: to every text).
+    window_hours: Mapped[int] = mapped_column(Integer, default=12, server_default="12")
+    # Answer only outside business_hours: {"timezone": "Europe/Warsaw",
+    # "days": {"mon": {"start": "09:00", "end": "17:00"}, ...}} (a day left out: closed).
+    outside_hours_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    business_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -263,9 +270,11 @@ class ApiToken(Base):
 
 
 class ReplyMode(Base):
-    """Which mode answers now (ai, auto_reply, engine) and since when (a single row, id 1).
+    """Which mode answers now and since when (a single row, id 1); see replies.config.
 
-    Sync answers a message found late only if it is newer than `since`.
+    `mode` is off, auto_reply, ai or a chat engine's name (echo, keywords, …). `chosen`: an
+    operator chose it (panel or API); until then the mode follows the settings. Sync answers a
+    message found late only if it is newer than `since`.
     """
 
     __tablename__ = "reply_mode"
@@ -273,6 +282,7 @@ class ReplyMode(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mode: Mapped[str] = mapped_column(String(16))
     since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    chosen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SearchIndex(Base):

@@ -15,7 +15,7 @@ from sqlalchemy.sql import Executable
 
 from twilio_chat.db.engine import upsert_into
 from twilio_chat.db.models import Contact, Message, OptOut, StatusEvent, as_utc, utcnow
-from twilio_chat.settings import Settings, is_e164
+from twilio_chat.settings import Settings, has_e164_form
 from twilio_chat.twilio.errors import describe_error
 from twilio_chat.twilio.keywords import HELP_KEYWORDS, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS
 
@@ -257,7 +257,7 @@ def reason_not_to_answer(
     if keyword is not None:
         return f"keyword ({keyword})"
     number = message.contact_number
-    if not is_e164(number):
+    if not has_e164_form(number):  # a short code or a sender's name
         return "sender is not an E.164 number"
     if number in {settings.default_from, message.our_number}:
         return "sender is one of our own numbers"

@@ -1,8 +1,13 @@
-"""The auto-reply and AI configurations, and which reply mode is on since when.
+"""Who answers texts automatically (the mode), the auto-reply and AI configurations.
 
-Enabling AI switches the auto-reply off and enabling the auto-reply switches AI off, here and
-only here. Until the AI config is first saved (panel or API) its values come from the
-environment (OPENAI_*, AI_*); after that the stored config wins.
+The mode is one of: off (nobody answers; the inbox only), auto_reply, ai, or a chat engine's
+name (echo, keywords, or one registered: replies.engines). An operator chooses it in the
+panel's Automation page or the API; until then it follows the settings: AI_ENABLED, else
+CHAT_MODE, else echo in the sandbox and off with real Twilio credentials, so a fresh install
+never answers real customers by itself. Switching the auto-reply or AI on through their own
+configs chooses that mode; switching it off there chooses off. Until the AI config is first
+saved (panel or API) its values come from the environment (OPENAI_*, AI_*); after that the
+stored config wins.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from sqlalchemy.orm import Session
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import AIConfig, AutoReplyConfig, ReplyMode, utcnow
 from twilio_chat.errors import N_, InvalidInput
+from twilio_chat.replies import engines, hours
 from twilio_chat.settings import Settings, is_e164, is_http_url
 from twilio_chat.telemetry.logs import add_secret
 
 AUTO_REPLY_MAX = 640
+DEFAULT_WINDOW_HOURS = 12
+MAX_WINDOW_HOURS = 24 * 30
+OFF, AUTO_REPLY, AI = "off", "auto_reply", "ai"
 DEFAULT_HISTORY_LIMIT = 20
 DEFAULT_MAX_SEGMENTS = 3
 
@@ -91,10 +100,13 @@ def mask(secret: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class AutoReply:
-    """The fixed auto-reply."""
+    """The fixed auto-reply, and when it may answer (see replies.policy)."""
 
     enabled: bool
     message: str
+    window_hours: int = DEFAULT_WINDOW_HOURS  # at most once per conversation within (0: always)
+    outside_hours_only: bool = False
+    business_hours: dict[str, Any] | None = None  # replies.hours
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,13 @@ def get_auto_reply(session: Session) -> AutoReply:
     row = session.get(AutoReplyConfig, 1)
     if row is None:
         return AutoReply(False, "")
-    return AutoReply(row.enabled, row.message)
+    return AutoReply(
+        row.enabled,
+        row.message,
+        row.window_hours,
+        row.outside_hours_only,
+        row.business_hours,
+    )
 
 
 def _ai_from_env(settings: Settings) -> AISettings:
@@ -197,13 +215,69 @@ def get_ai(session: Session, settings: Settings) -> AISettings:
     return AISettings(**plain, api_key=key, sources=dict.fromkeys(AI_FIELDS, "stored"))
 
 
+def available_modes() -> list[str]:
+    """Return the modes one may choose: off, auto_reply, ai and every chat engine's name."""
+    return [OFF, AUTO_REPLY, AI, *engines.engine_names()]
+
+
+def default_mode(settings: Settings) -> str:
+    """Return the mode before anyone chose one: CHAT_MODE, else echo in the sandbox, else off."""
+    if settings.chat_mode:
+        return settings.chat_mode
+    return "echo" if settings.sandbox else OFF
+
+
 def current_mode(session: Session, settings: Settings) -> str:
-    """Return the mode that answers now: ai, auto_reply or engine."""
+    """Return the mode that answers now: the one chosen, else what the settings say."""
+    row = session.get(ReplyMode, 1)
+    if row is not None and row.chosen:
+        return row.mode
     if get_ai(session, settings).enabled:
-        return "ai"
+        return AI
     if get_auto_reply(session).enabled:
-        return "auto_reply"
-    return "engine"
+        return AUTO_REPLY
+    return default_mode(settings)
+
+
+def is_chosen(session: Session) -> bool:
+    """Tell whether an operator chose the mode (else it follows the settings)."""
+    row = session.get(ReplyMode, 1)
+    return row is not None and row.chosen
+
+
+def choose_mode(db: Database, settings: Settings, mode: Any) -> str:
+    """Choose who answers from now on; raise InvalidInput (field "mode") for a mode unknown."""
+    with db.session() as session:
+        _choose(session, settings, mode)
+        return mode  # type: ignore[no-any-return]  # _choose checked it is a known name
+
+
+def _choose(session: Session, settings: Settings, mode: Any) -> None:
+    """Choose the mode in the caller's transaction, keeping the configs' switches in step."""
+    if not isinstance(mode, str) or mode not in available_modes():
+        raise InvalidInput(
+            N_("Choose one of: %(choices)s."), field="mode", choices=", ".join(available_modes())
+        )
+    auto = session.get(AutoReplyConfig, 1)
+    if mode == AUTO_REPLY and (auto is None or not auto.message):
+        raise InvalidInput(N_("Save an auto-reply message first."), field="mode")
+    if auto is not None:
+        if mode == AUTO_REPLY and not auto.enabled:
+            auto.enabled_at = utcnow()
+        auto.enabled = mode == AUTO_REPLY
+    if mode == AI:
+        _switch_ai_on(session, settings)
+    else:
+        _switch_ai_off(session, settings)
+    row = session.get(ReplyMode, 1)
+    if row is None:
+        session.add(ReplyMode(id=1, mode=mode, since=utcnow(), chosen=True))
+    else:
+        if row.mode != mode:
+            row.mode = mode
+            row.since = utcnow()
+        row.chosen = True
+    session.flush()
 
 
 def _note_mode(session: Session, settings: Settings) -> None:
@@ -244,7 +318,7 @@ def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
 
 
 def save_auto_reply(db: Database, settings: Settings, data: dict[str, Any]) -> AutoReply:
-    """Validate and save the auto-reply; enabling it switches AI off."""
+    """Validate and save the auto-reply (the fields given); `enabled` chooses it or off."""
     with db.session() as session:
         current = get_auto_reply(session)
         enabled = _bool(data, "enabled", current.enabled)
@@ -259,19 +333,45 @@ def save_auto_reply(db: Database, settings: Settings, data: dict[str, Any]) -> A
                 limit=AUTO_REPLY_MAX,
                 length=len(message),
             )
+        window = _int(data, "window_hours", current.window_hours, 0, MAX_WINDOW_HOURS)
+        outside = _bool(data, "outside_hours_only", current.outside_hours_only)
+        schedule = (
+            hours.validate(data["business_hours"])
+            if "business_hours" in data
+            else current.business_hours
+        )
+        if outside and not schedule:
+            raise InvalidInput(
+                N_("Set the business hours to answer only outside them."), field="business_hours"
+            )
         row = session.get(AutoReplyConfig, 1)
         if row is None:
-            row = AutoReplyConfig(id=1)
+            row = AutoReplyConfig(id=1, enabled=False)
             session.add(row)
-        if enabled and not row.enabled:
-            row.enabled_at = utcnow()
-        row.enabled = enabled
         row.message = message
-        if enabled:
-            _switch_ai_off(session, settings)
+        row.window_hours = window
+        row.outside_hours_only = outside
+        row.business_hours = schedule
         session.flush()
+        if "enabled" in data:
+            mode = current_mode(session, settings)
+            if enabled:
+                _choose(session, settings, AUTO_REPLY)
+            elif mode == AUTO_REPLY:
+                _choose(session, settings, OFF)
         _note_mode(session, settings)
-        return AutoReply(enabled, message)
+        return get_auto_reply(session)
+
+
+def _switch_ai_on(session: Session, settings: Settings) -> None:
+    row = session.get(AIConfig, 1)
+    if row is None:
+        row = _new_ai_row(settings, _ai_from_env(settings))
+        row.saved = False
+        session.add(row)
+    if not row.enabled:
+        row.enabled_at = utcnow()
+    row.enabled = True
 
 
 def _switch_ai_off(session: Session, settings: Settings) -> None:
@@ -388,12 +488,12 @@ def save_ai(db: Database, settings: Settings, data: dict[str, Any]) -> AISetting
                 column = "api_key_encrypted" if field == "api_key" else field
                 setattr(row, column, getattr(fresh, column))
         row.saved = True
-        if enabled and not was_enabled:
-            row.enabled_at = utcnow()
-        if enabled:
-            auto = session.get(AutoReplyConfig, 1)
-            if auto is not None:
-                auto.enabled = False
+        row.enabled = was_enabled  # the switch moves with the mode, below
         session.flush()
+        if "enabled" in data:
+            if enabled:
+                _choose(session, settings, AI)
+            elif current_mode(session, settings) == AI:
+                _choose(session, settings, OFF)
         _note_mode(session, settings)
-        return new
+        return get_ai(session, settings)

@@ -1,8 +1,9 @@
 """Who answers an inbound message, and with what: decided here and nowhere else.
 
-Exactly one of, in this order: nobody (keyword, opted out, not E.164, our own number, paused,
-loop guard); AI when enabled (and the sender matches AI_TARGET_NUMBER if set); the fixed
-auto-reply when enabled; otherwise the CHAT_MODE engine.
+Nobody, when: a keyword, opted out, not E.164, our own number, paused, the loop guard, or the
+mode is off. Otherwise the mode (replies.config): AI (only the AI target number's texts when
+one is set), the fixed auto-reply (at most once per conversation within its window, and only
+outside business hours when so set), or a chat engine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from sqlalchemy.orm import Session
 
 from twilio_chat.db.models import Contact, Message, utcnow
 from twilio_chat.messaging import is_opted_out, keyword_of, opt_out_senders, reason_not_to_answer
-from twilio_chat.replies.config import AISettings, get_ai, get_auto_reply
+from twilio_chat.replies import hours
+from twilio_chat.replies.config import (
+    AI,
+    AUTO_REPLY,
+    OFF,
+    AISettings,
+    current_mode,
+    get_ai,
+    get_auto_reply,
+)
 from twilio_chat.replies.engines import build_chat_engine
 from twilio_chat.settings import Settings
 
@@ -64,13 +74,45 @@ def decide(session: Session, settings: Settings, message: Message) -> Decision:
         return Decision(
             "none", f"loop guard: {settings.auto_reply_max_per_hour} automatic replies this hour"
         )
-    ai = get_ai(session, settings)
-    if ai.enabled and (not ai.target_number or ai.target_number == message.contact_number):
-        return Decision("ai", "AI is enabled", ai=ai)
-    auto_reply = get_auto_reply(session)
-    if auto_reply.enabled and auto_reply.message:
-        return Decision("auto_reply", "auto-reply is enabled", text=auto_reply.message)
-    text = build_chat_engine(settings.chat_mode).reply(message.body)
+    mode = current_mode(session, settings)
+    if mode == OFF:
+        return Decision("none", "automatic replies are off")
+    if mode == AI:
+        ai = get_ai(session, settings)
+        if ai.target_number and ai.target_number != message.contact_number:
+            return Decision("none", "AI answers only its target number")
+        return Decision("ai", "AI is on", ai=ai)
+    if mode == AUTO_REPLY:
+        return _auto_reply(session, message)
+    try:
+        engine = build_chat_engine(mode)
+    except ValueError:
+        return Decision("none", f"chat engine {mode} is not installed")
+    text = engine.reply(message.body)
     if not text:
-        return Decision("none", f"the {settings.chat_mode} engine has no answer")
-    return Decision("engine", f"chat engine {settings.chat_mode}", text=text)
+        return Decision("none", f"the {mode} engine has no answer")
+    return Decision("engine", f"chat engine {mode}", text=text)
+
+
+def _auto_reply(session: Session, message: Message) -> Decision:
+    """The fixed auto-reply, unless it answered this conversation lately or the shop is open."""
+    auto = get_auto_reply(session)
+    if not auto.message:
+        return Decision("none", "the auto-reply has no message")
+    if auto.window_hours:
+        since = utcnow() - timedelta(hours=auto.window_hours)
+        answered = session.scalar(
+            select(Message.id)
+            .where(
+                Message.contact_number == message.contact_number,
+                Message.direction == "outbound",
+                Message.source == "auto_reply",
+                Message.created_at >= since,
+            )
+            .limit(1)
+        )
+        if answered is not None:
+            return Decision("none", f"auto-reply sent within the last {auto.window_hours} h")
+    if auto.outside_hours_only and hours.is_open(auto.business_hours, utcnow()):
+        return Decision("none", "within business hours")
+    return Decision("auto_reply", "auto-reply is on", text=auto.message)

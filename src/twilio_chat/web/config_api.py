@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import current_app
 from flask_openapi3.blueprint import APIBlueprint
 from werkzeug.wrappers import Response
@@ -15,11 +17,18 @@ from twilio_chat.replies import config as reply_config
 from twilio_chat.settings import Settings
 from twilio_chat.web.auth import requires_scope
 from twilio_chat.web.contract import CONVERSATIONS_TAG, REPLIES_TAG, error_answers
-from twilio_chat.web.schemas.answers import AIConfig, AITestAnswer, AutoReplyConfig, PauseAnswer
+from twilio_chat.web.schemas.answers import (
+    AIConfig,
+    AITestAnswer,
+    Automation,
+    AutoReplyConfig,
+    PauseAnswer,
+)
 from twilio_chat.web.schemas.requests import (
     AIConfigBody,
     AITestBody,
     AutoReplyBody,
+    ModeBody,
     ParticipantPath,
     PauseBody,
 )
@@ -46,6 +55,9 @@ def _configs() -> tuple[AutoReplyConfig, AIConfig]:
             "enabled": auto.enabled,
             "message": auto.message,
             "max_length": reply_config.AUTO_REPLY_MAX,
+            "window_hours": auto.window_hours,
+            "outside_hours_only": auto.outside_hours_only,
+            "business_hours": auto.business_hours,
             "ai_enabled": ai_config.enabled,
             "active_mode": mode,
         }
@@ -54,6 +66,45 @@ def _configs() -> tuple[AutoReplyConfig, AIConfig]:
         {**ai_config.public_json(), "auto_reply_enabled": auto.enabled, "active_mode": mode}
     )
     return auto_reply, ai_json
+
+
+def _automation() -> Automation:
+    """Who answers now, as the API shows it."""
+    with get_db().read() as session:
+        row = reply_config.mode_since(session)
+        return Automation(
+            mode=reply_config.current_mode(session, _settings()),
+            chosen=reply_config.is_chosen(session),
+            since=row.since if row is not None else None,
+            modes=reply_config.available_modes(),
+        )
+
+
+@bp.get(
+    "/automation",
+    tags=REPLIES_TAG,
+    operation_id="getAutomation",
+    responses={200: Automation, **error_answers(401, 403)},
+)
+@requires_scope("read")
+def automation_get() -> Response:
+    """Return who answers texts automatically now (the mode) and the modes one may choose."""
+    return answer(_automation())
+
+
+@bp.post(
+    "/automation",
+    tags=REPLIES_TAG,
+    operation_id="chooseMode",
+    responses={200: Automation, **error_answers(400, 401, 403)},
+)
+@requires_scope("admin")
+def automation_choose(body: ModeBody) -> Response:
+    """Choose who answers texts automatically from now on (off: nobody, the inbox only)."""
+    before = _automation().mode
+    reply_config.choose_mode(get_db(), _settings(), body.mode)
+    audit.record(get_db(), "automation_mode", None, {"mode": [before, body.mode]})
+    return answer(_automation())
 
 
 @bp.get(
@@ -76,7 +127,7 @@ def auto_reply_get() -> Response:
 )
 @requires_scope("admin")
 def auto_reply_save(body: AutoReplyBody) -> Response:
-    """Save the auto-reply config (enabling it switches AI off)."""
+    """Save the auto-reply config; `enabled` chooses the auto-reply mode (false: off)."""
     data = body.model_dump(exclude_unset=True)
     reply_config.save_auto_reply(get_db(), _settings(), data)
     audit.record(get_db(), "config_auto_reply", None, {"fields": sorted(data)})
@@ -103,7 +154,7 @@ def ai_get() -> Response:
 )
 @requires_scope("admin")
 def ai_save(body: AIConfigBody) -> Response:
-    """Save the AI config (enabling it switches the auto-reply off)."""
+    """Save the AI config; `enabled` chooses the AI mode (false: off)."""
     data = body.model_dump(exclude_unset=True)
     reply_config.save_ai(get_db(), _settings(), data)
     audit.record(get_db(), "config_ai", None, {"fields": sorted(data)})  # names, never values
@@ -124,10 +175,18 @@ class AITestFailed(AppError):
 )
 @requires_scope("admin")
 def ai_test(body: AITestBody) -> Response:
-    """Ask the model with the saved config and return its answer; nothing is sent."""
-    message = body.message or "Hello! This is a connection test."
+    """Ask the model and return its answer; nothing is sent.
+
+    The saved AI settings, with any given in the body in their place: a form tests its
+    values before they are saved. An API key left out or empty is the saved one.
+    """
+    given = body.model_dump(exclude_unset=True)
+    message = given.pop("message", None) or "Hello! This is a connection test."
+    given.pop("enabled", None)
+    if not given.get("api_key"):
+        given.pop("api_key", None)
     with get_db().read() as session:
-        config = reply_config.get_ai(session, _settings())
+        config = dataclasses.replace(reply_config.get_ai(session, _settings()), **given)
     turns = [ai.ChatTurn("system", config.system_prompt)] if config.system_prompt else []
     turns.append(ai.ChatTurn("user", message))
     try:

@@ -13,6 +13,7 @@ from flask import (
     render_template,
     request,
     session,
+    url_for,
 )
 from flask_babel import gettext
 from werkzeug.wrappers import Response
@@ -32,6 +33,22 @@ from twilio_chat.web.live import answer_poll
 
 bp = Blueprint("panel", __name__)
 SIMULATOR_PHONE = "+15551230001"
+# Offered for business hours (any IANA zone is accepted).
+COMMON_ZONES = (
+    "UTC",
+    "Europe/London",
+    "Europe/Warsaw",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+)
 
 
 def safe_next(target: str | None) -> str:
@@ -52,14 +69,46 @@ def _settings() -> Settings:
 
 
 def _page(template: str, **context: Any) -> str:
-    """Render a panel page with what every page needs."""
+    """Render a panel page with what every page needs (the navbar says who answers texts)."""
+    user = current_identity()
+    mode = None
+    if user is not None:
+        with get_db().read() as session:
+            mode = reply_config.current_mode(session, _settings())
     return render_template(
         template,
-        user=current_identity(),
+        user=user,
         csrf=csrf_token(),
         sandbox=_settings().sandbox,
+        answering=mode,
         **context,
     )
+
+
+@bp.app_template_global()
+def mode_label(mode: str) -> str:
+    """Return the name of an automation mode, translated."""
+    labels = {
+        reply_config.OFF: gettext("Off"),
+        reply_config.AUTO_REPLY: gettext("Auto-reply"),
+        reply_config.AI: gettext("AI"),
+        "echo": gettext("Echo"),
+        "keywords": gettext("Keywords"),
+    }
+    return str(labels.get(mode, mode))
+
+
+@bp.app_template_global()
+def mode_help(mode: str) -> str:
+    """Return what an automation mode does, translated."""
+    helps = {
+        reply_config.OFF: gettext("Nobody answers automatically: the inbox only."),
+        reply_config.AUTO_REPLY: gettext("A fixed message (set below)."),
+        reply_config.AI: gettext("An AI model answers (set below)."),
+        "echo": gettext("Answers with the text it got (“Echo: …”): for trying things out."),
+        "keywords": gettext("Answers a few keywords such as hours or price."),
+    }
+    return str(helps.get(mode, gettext("A chat engine installed on this server.")))
 
 
 @bp.app_template_global()
@@ -216,21 +265,45 @@ def chat_partial(number: str) -> Response:
 # Configuration pages -------------------------------------------------------------------
 
 
-@bp.get("/auto-reply")
-def auto_reply() -> str:
-    """Show the auto-reply tab."""
+@bp.get("/automation")
+def automation() -> str:
+    """Show who answers texts automatically, the auto-reply and the AI settings."""
     with get_db().read() as s:
         auto = reply_config.get_auto_reply(s)
-        ai_enabled = reply_config.get_ai(s, _settings()).enabled
-    return _page("auto_reply.html", auto=auto, ai_enabled=ai_enabled)
+        config = reply_config.get_ai(s, _settings()).public_json()
+        chosen = reply_config.is_chosen(s)
+    schedule = auto.business_hours or {"timezone": "UTC", "days": {}}
+    days = [
+        ("mon", gettext("Monday")),
+        ("tue", gettext("Tuesday")),
+        ("wed", gettext("Wednesday")),
+        ("thu", gettext("Thursday")),
+        ("fri", gettext("Friday")),
+        ("sat", gettext("Saturday")),
+        ("sun", gettext("Sunday")),
+    ]
+    return _page(
+        "automation.html",
+        auto=auto,
+        ai=config,
+        modes=reply_config.available_modes(),
+        chosen=chosen,
+        hours=schedule,
+        days=days,
+        zones=COMMON_ZONES,
+    )
+
+
+@bp.get("/auto-reply")
+def auto_reply() -> Response:
+    """The auto-reply's old address: its part of the Automation page."""
+    return redirect(url_for("panel.automation", _anchor="auto-reply"))
 
 
 @bp.get("/ai")
-def ai() -> str:
-    """Show the AI tab."""
-    with get_db().read() as s:
-        config = reply_config.get_ai(s, _settings()).public_json()
-    return _page("ai.html", ai=config)
+def ai() -> Response:
+    """The AI tab's old address: its part of the Automation page."""
+    return redirect(url_for("panel.automation", _anchor="ai"))
 
 
 # Sandbox phone simulator ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -241,17 +241,45 @@ class EventsAnswer(Answer):
     messages: list[MessageOut]
 
 
-ReplyMode = Literal["ai", "auto_reply", "engine"]
+ReplyMode = Annotated[
+    str, Field(description="off, auto_reply, ai, or a chat engine's name (echo, keywords, …)")
+]
+
+
+class OpeningHoursOut(Answer):
+    """One day's opening hours."""
+
+    start: str
+    end: str
+
+
+class BusinessHoursOut(Answer):
+    """A weekly schedule in a time zone; a day left out is closed."""
+
+    timezone: str
+    days: dict[str, OpeningHoursOut]
 
 
 class AutoReplyConfig(Answer):
-    """The fixed auto-reply and which mode answers now."""
+    """The fixed auto-reply, when it may answer, and which mode answers now."""
 
     enabled: bool
     message: str
     max_length: int
+    window_hours: int
+    outside_hours_only: bool
+    business_hours: BusinessHoursOut | None
     ai_enabled: bool
     active_mode: ReplyMode
+
+
+class Automation(Answer):
+    """Who answers texts automatically now, since when, and what one may choose."""
+
+    mode: ReplyMode
+    chosen: bool = Field(description="false: nobody chose yet; the mode follows the settings")
+    since: Timestamp | None
+    modes: list[str]
 
 
 class AIConfig(Answer):

@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from twilio_chat.errors import N_
 from twilio_chat.inbox.conversations import MAX_SEARCH
 from twilio_chat.messaging import MAX_BODY, MAX_MEDIA, STATUS_RANK
-from twilio_chat.replies.config import AUTO_REPLY_MAX
+from twilio_chat.replies.config import AUTO_REPLY_MAX, MAX_WINDOW_HOURS
 from twilio_chat.settings import is_http_url
 from twilio_chat.web.schemas.base import (
     API_KEY_PATTERN,
@@ -40,6 +40,8 @@ from twilio_chat.web.schemas.base import (
     Unset,
     When,
 )
+
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 def _http_url(value: str) -> str:
@@ -267,6 +269,24 @@ class PauseBody(OptionalBody):
     )
 
 
+class OpeningHours(Contract):
+    """One day's opening hours, on a 24-hour clock."""
+
+    start: Annotated[str, StringConstraints(pattern=CLOCK_PATTERN)] = Field(examples=["09:00"])
+    end: Annotated[str, StringConstraints(pattern=CLOCK_PATTERN)] = Field(examples=["17:00"])
+
+
+class BusinessHours(Contract):
+    """A weekly schedule: a day left out is closed all day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: Annotated[str, StringConstraints(max_length=64)] = Field(examples=["Europe/Warsaw"])
+    days: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], OpeningHours] = Field(
+        default_factory=dict
+    )
+
+
 class AutoReplyBody(Body):
     """The fixed auto-reply; a field left out keeps its value."""
 
@@ -282,6 +302,23 @@ class AutoReplyBody(Body):
         Says(N_("The message must be text."), ("text",)),
         Says(N_("The message must be 1 to %(limit)d characters (it is %(length)d)."), ("length",)),
     ] = None
+    window_hours: Unset[Annotated[StrictInt, Field(ge=0, le=MAX_WINDOW_HOURS)]] = Field(
+        None, description="At most one auto-reply per conversation within this many hours (0: each)"
+    )
+    outside_hours_only: Unset[StrictBool] = Field(
+        None, description="Answer only outside the business hours"
+    )
+    business_hours: BusinessHours | None = Field(
+        None, description="A weekly schedule in a time zone; null: none"
+    )
+
+
+class ModeBody(Body):
+    """Who answers texts automatically from now on."""
+
+    mode: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="off, auto_reply, ai, or a chat engine's name (GET /api/automation lists them)"
+    )
 
 
 class AIConfigBody(Body):
@@ -344,8 +381,13 @@ class AIConfigBody(Body):
     ] = Field(None, description="Sent when the model cannot answer")
 
 
-class AITestBody(OptionalBody):
-    """What to ask the model."""
+class AITestBody(AIConfigBody):
+    """What to ask the model; AI settings given are tried instead of the saved ones."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        openapi_extra={"required": False},  # type: ignore[typeddict-unknown-key]
+    )
 
     message: Unset[
         Annotated[str, StringConstraints(strip_whitespace=True, max_length=1600), STORABLE]

@@ -52,11 +52,35 @@
   }
 
   // Forms with data-api: collect fields, post JSON, show errors next to their field. --------
+  // Business hours: a time zone and the open days' times, as one object (or null: none).
+  function collectHours(box) {
+    const days = {};
+    box.querySelectorAll("[data-hours-day]").forEach((row) => {
+      if (!row.querySelector("[data-hours-open]").checked) return;
+      days[row.dataset.hoursDay] = {
+        start: row.querySelector("[data-hours-start]").value,
+        end: row.querySelector("[data-hours-end]").value,
+      };
+    });
+    const zone = box.querySelector("[data-hours-zone]").value.trim();
+    return Object.keys(days).length || zone !== "UTC" ? { timezone: zone, days: days } : null;
+  }
+
+  document.querySelectorAll("[data-hours-day]").forEach((row) => {
+    const open = row.querySelector("[data-hours-open]");
+    const sync = () => row.querySelectorAll('input[type="time"]').forEach((el) => { el.disabled = !open.checked; });
+    open.addEventListener("change", sync);
+    sync();
+  });
+
   function collect(form) {
     const data = {};
+    form.querySelectorAll("[data-hours]").forEach((box) => { data[box.dataset.hours] = collectHours(box); });
     for (const el of form.elements) {
       if (!el.name || el.disabled) continue;
-      if (el.type === "checkbox") {
+      if (el.type === "radio") {
+        if (el.checked) data[el.name] = el.value;
+      } else if (el.type === "checkbox") {
         if (el.hasAttribute("data-value")) {
           if (el.checked) data[el.name] = [el.value];
         } else {
@@ -119,6 +143,37 @@
         announce(String(e), "danger");
       } finally {
         if (button) button.disabled = false;
+      }
+    });
+  });
+
+  // AI "Test connection": asks the model with the form's values, saved or not. ---------------
+  document.querySelectorAll("[data-ai-test]").forEach((button) => {
+    const form = button.closest("form");
+    const out = form.querySelector('[data-role="ai-test-result"]');
+    button.addEventListener("click", async () => {
+      clearErrors(form);
+      button.disabled = true;
+      out.className = "small";
+      out.textContent = button.dataset.testing;
+      try {
+        const values = collect(form);
+        delete values.target_number; // not part of a connection
+        const result = await api("POST", button.dataset.aiTest, values);
+        if (result.ok) {
+          out.className = "small text-success";
+          out.textContent = format(button.dataset.answered, { answer: result.data.answer });
+        } else {
+          const error = result.data && result.data.error ? result.data.error : { message: "HTTP " + result.status };
+          out.className = "small text-danger";
+          out.textContent = error.message;
+          if (error.field) showError(form, error);
+        }
+      } catch (e) {
+        out.className = "small text-danger";
+        out.textContent = String(e);
+      } finally {
+        button.disabled = false;
       }
     });
   });
