@@ -89,7 +89,7 @@ def test_defaults() -> None:
     assert settings.db_path == "data/app.db"
     assert settings.sqlalchemy_url == "sqlite:///data/app.db"
     assert settings.app_env == "development"
-    assert settings.chat_mode == "echo"
+    assert settings.chat_mode is None  # the mode then follows the sandbox: replies.config
     assert settings.twilio_validate_signature is True
     assert settings.base_url == "http://127.0.0.1:3000"
 
@@ -170,7 +170,7 @@ def test_empty_strings_count_as_unset() -> None:
     assert settings.sandbox is True
     assert settings.default_from == "+15005550006"
     assert settings.public_base_url is None
-    assert settings.chat_mode == "echo"
+    assert settings.chat_mode is None
 
 
 def test_unknown_variables_are_ignored() -> None:
