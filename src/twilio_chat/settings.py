@@ -53,6 +53,24 @@ def has_e164_form(value: str) -> bool:
     return E164_FORM.fullmatch(value) is not None
 
 
+def to_e164(value: str, country: str | None) -> str | None:
+    """Return a number typed by a person in E.164 form, or None when it is not a possible one.
+
+    "+48 601 234 567", "0048601234567" and, with `country` PL, "601 234 567" all give
+    "+48601234567".
+    """
+    text = value.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, None if text.startswith("+") else country)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 @functools.lru_cache(maxsize=65536)  # every inbound webhook asks, mostly about known numbers
 def is_e164(value: str) -> bool:
     """Return True when `value` is a possible phone number written in E.164 form."""
@@ -94,6 +112,8 @@ class Settings(BaseModel):
     twilio_account_sid: str | None = Field(None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr | None = Field(None, alias="TWILIO_AUTH_TOKEN")
     twilio_default_from: str | None = Field(None, alias="TWILIO_DEFAULT_FROM")
+    # The country of numbers typed without +country code (ISO 3166 code such as PL or US).
+    default_country: str | None = Field(None, alias="DEFAULT_COUNTRY")
     twilio_messaging_service_sid: str | None = Field(None, alias="TWILIO_MESSAGING_SERVICE_SID")
     twilio_api_base_url: str | None = Field(None, alias="TWILIO_API_BASE_URL")
     twilio_sandbox: bool | None = Field(None, alias="TWILIO_SANDBOX")
@@ -150,6 +170,16 @@ class Settings(BaseModel):
                 f"must be a phone number in E.164 form like +15551234567, got {value!r}"
             )
         return value
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        if code not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"must be a two-letter country code such as PL or US, got {value!r}")
+        return code
 
     @field_validator("chat_engine_modules", mode="before")
     @classmethod

@@ -228,10 +228,20 @@ def before_in_thread(session: Session, before: int) -> ColumnElement[bool]:
     return tuple_(Message.created_at, Message.id) < tuple_(literal(at, UTCDateTime()), before)
 
 
-def get_thread(db: Database, number: str, limit: int, before: int | None = None) -> Thread:
-    """Return the latest `limit` messages with one number by time, oldest first."""
+def get_thread(
+    db: Database, number: str, limit: int, before: int | None = None, or_empty: bool = False
+) -> Thread:
+    """Return the latest `limit` messages with one number by time, oldest first.
+
+    `or_empty`: a number we never texted with is an empty thread (its contact not stored yet),
+    not NotFound.
+    """
     with db.read() as session:
         contact = session.scalar(select(Contact).where(Contact.number == number))
+        if contact is None and or_empty:
+            opted = bool(_opted_out_numbers(session, [number]))
+            new = Contact(number=number, unread_count=0)
+            return Thread(ConversationSummary(new, None, opted, paused=False), [], None)
         if contact is None:
             raise NotFound(
                 N_("There is no conversation with %(number)s."), "participant", number=number

@@ -1,10 +1,10 @@
-"""Error handlers: JSON for the API and webhooks, a short page for the panel."""
+"""Error handlers: JSON for the API and webhooks, a page in the panel's look for the panel."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, render_template, request
 from flask_babel import gettext
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -52,7 +52,7 @@ def _http_error(exc: HTTPException) -> Response:
         text = gettext(template, method=request.method, status=status, name=exc.name)
     if _wants_json():
         return error_response(status, exc.name.lower().replace(" ", "_"), text, None)
-    return Response(f"{status} {exc.name}: {text}\n", status=status, mimetype="text/plain")
+    return error_page(status, text)
 
 
 def _unexpected(exc: Exception) -> Response:
@@ -60,7 +60,35 @@ def _unexpected(exc: Exception) -> Response:
     if _wants_json():
         message = gettext("Internal error; see the server log.")
         return error_response(500, "internal", message, None)
-    return Response("500 Internal Server Error\n", status=500, mimetype="text/plain")
+    return error_page(500, gettext("Something went wrong on our side; it is in the server log."))
+
+
+def error_page(status: int, text: str) -> Response:
+    """Render the panel's page for an HTTP error, in the user's language and the panel's look."""
+    headings = {
+        403: gettext("You may not open this page"),
+        404: gettext("There is no such page"),
+        500: gettext("Something went wrong"),
+    }
+    heading = headings.get(status, gettext("The request failed"))
+    try:
+        from twilio_chat.web.auth import csrf_token
+
+        html = render_template(
+            "error.html",
+            status=status,
+            heading=heading,
+            text=text,
+            user=g.get("identity"),
+            csrf=csrf_token(),
+            sandbox=False,
+            answering=None,
+        )
+    except Exception:  # the error page must never fail: plain text then
+        log.exception("the error page could not be rendered")
+        html = f"{status} {heading}: {text}\n"
+        return Response(html, status=status, mimetype="text/plain")
+    return Response(html, status=status, mimetype="text/html")
 
 
 def init_app(app: Flask) -> None:

@@ -25,7 +25,7 @@ from twilio_chat.db.engine import get_db
 from twilio_chat.errors import NotFound
 from twilio_chat.inbox import conversations, stats
 from twilio_chat.replies import config as reply_config
-from twilio_chat.settings import Settings, is_e164
+from twilio_chat.settings import Settings, is_e164, to_e164
 from twilio_chat.twilio.errors import describe_error
 from twilio_chat.twilio.gateway import MediaRefused, get_gateway
 from twilio_chat.web.auth import csrf_ok, csrf_token, current_identity, public, start_session
@@ -227,10 +227,30 @@ def conversations_partial() -> Response:
 def _thread(number: str) -> conversations.Thread:
     if not is_e164(number):
         abort(404)
-    try:
-        return conversations.get_thread(get_db(), number, 200)
-    except NotFound:
-        abort(404)
+    return conversations.get_thread(get_db(), number, 200, or_empty=True)
+
+
+@bp.get("/chat/new")
+def new_chat() -> Response | str:
+    """Open the thread with a number typed by a person (national forms in DEFAULT_COUNTRY)."""
+    typed = request.args.get("number", "")
+    number = to_e164(typed, _settings().default_country)
+    if number is None:
+        page = conversations.list_conversations(get_db(), 100)
+        error = gettext(
+            "%(number)s is not a phone number. Write it with its country code, like %(example)s.",
+            number=typed.strip() or "—",
+            example="+48601234567",
+        )
+        html = _page(
+            "conversations.html",
+            conversations=page.items,
+            cursor=_cursor(),
+            new_error=error,
+            typed=typed,
+        )
+        return Response(html, status=400)
+    return redirect(url_for("panel.chat", number=number))
 
 
 @bp.get("/chat/<number>")

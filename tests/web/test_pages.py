@@ -1,0 +1,75 @@
+"""Panel pages around the inbox: a thread with a new number, starting one, and error pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+from support import Live, logged_in
+
+from twilio_chat.settings import SettingsError, build_settings, to_e164
+
+
+def test_a_number_never_texted_opens_an_empty_thread(live: Live) -> None:
+    panel = logged_in(live)
+    page = panel.get(f"{live.url}/chat/+15557770000", timeout=10)
+    assert page.status_code == 200
+    assert "No messages yet" in page.text
+    assert 'id="pause-switch"' not in page.text  # nothing to pause before a conversation
+    assert 'name="to" value="+15557770000"' in page.text
+    sent = live.api("POST", "/api/send-message", json={"to": "+15557770000", "body": "Hi!"})
+    assert sent.status_code in (200, 201), sent.text
+    page = panel.get(f"{live.url}/chat/+15557770000", timeout=10)
+    assert "Hi!" in page.text and 'id="pause-switch"' in page.text
+
+
+def test_new_message_takes_a_national_number_in_the_default_country(live_factory: Any) -> None:
+    live = live_factory(DEFAULT_COUNTRY="PL")
+    panel = logged_in(live)
+    for typed in ("601 234 567", "+48 601-234-567", "0048601234567"):
+        answer = panel.get(
+            f"{live.url}/chat/new", params={"number": typed}, allow_redirects=False, timeout=10
+        )
+        assert answer.status_code == 302, typed
+        assert answer.headers["Location"].endswith("/chat/+48601234567")
+
+
+def test_new_message_with_no_country_or_a_bad_number_says_why(live: Live) -> None:
+    panel = logged_in(live)
+    for typed in ("601 234 567", "12", "call me"):
+        answer = panel.get(f"{live.url}/chat/new", params={"number": typed}, timeout=10)
+        assert answer.status_code == 400
+        assert "is not a phone number" in answer.text and "country code" in answer.text
+        assert 'aria-invalid="true"' in answer.text
+
+
+def test_to_e164_reads_what_people_type() -> None:
+    assert to_e164("(202) 555-0143", "US") == "+12025550143"
+    assert to_e164("+1 202 555 0143", None) == "+12025550143"
+    assert to_e164("601234567", None) is None
+    assert to_e164("+48 12", "PL") is None
+
+
+def test_default_country_is_a_country_code() -> None:
+    assert build_settings({"DEFAULT_COUNTRY": "pl"}).default_country == "PL"
+    with pytest.raises(SettingsError, match="DEFAULT_COUNTRY"):
+        build_settings({"DEFAULT_COUNTRY": "Poland"})
+
+
+def test_an_unknown_page_is_a_styled_translated_404(live: Live) -> None:
+    panel = logged_in(live)
+    page = panel.get(f"{live.url}/no-such-page", timeout=10)
+    assert page.status_code == 404 and page.headers["Content-Type"].startswith("text/html")
+    assert "There is no such page" in page.text and 'class="navbar' in page.text
+    polish = logged_in(live, lang="pl")
+    page = polish.get(f"{live.url}/no-such-page", timeout=10)
+    assert page.status_code == 404 and "Nie ma takiej strony" in page.text
+    api = live.api("GET", "/api/no-such-route")
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+def test_a_logged_out_visitor_is_sent_to_the_login_whatever_the_page(live: Live) -> None:
+    for path in ("/no-such-page", "/chat/+15557770000", "/chat/new?number=1"):
+        page = requests.get(f"{live.url}{path}", allow_redirects=False, timeout=10)
+        assert page.status_code == 302 and "/login" in page.headers["Location"], path
