@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "/api/messages?limit=50",
         "/api/stats",
         "/api/conversations",
-        "/auto-reply",
+        "/automation",
         f"/api/conversations/{chats[-2]}",
     ]
     try:

@@ -271,4 +271,5 @@ PL = {
     "The request failed": "Żądanie nie powiodło się",
     "Something went wrong on our side; it is in the server log.": "Coś poszło nie tak po naszej stronie; szczegóły są w logu serwera.",
     "Go to the conversations": "Przejdź do rozmów",
+    "Paused until": "Wstrzymane do",
 }

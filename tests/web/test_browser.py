@@ -183,9 +183,11 @@ def test_conversations_list_updates_live(browser: Browser, panel: Live) -> None:
     login(page, panel)
     page.goto(panel.url + "/conversations")
     expect(page.locator("#conversation-list")).to_contain_text(PHONE)
+    expect(page).to_have_title(re.compile(r"^\(1\) Conversations"))
     page.wait_for_timeout(300)
     text_app(panel, "new person here", sender="+15557770001")
     expect(page.locator("#conversation-list")).to_contain_text("+15557770001", timeout=LIVE_TIMEOUT)
+    expect(page).to_have_title(re.compile(r"^\(2\) Conversations"))  # the unread, live
     shot(page, "conversations")
     context.close()
 
@@ -200,17 +202,33 @@ def test_reply_by_hand_pause_and_rename(browser: Browser, panel: Live) -> None:
     bubble = page.locator(".bubble-row.us", has_text="A human answer")
     expect(bubble).to_be_visible(timeout=LIVE_TIMEOUT)
     expect(bubble.locator(".tick")).to_have_text("✓✓", timeout=5000)
-    # A person took over: the pause switch is on after a reload.
-    page.reload()
-    expect(page.get_by_label("Pause automatic replies")).to_be_checked()
+    # A person took over: the switch and "Paused until" say so at once, with no reload.
+    expect(page.get_by_label("Pause automatic replies")).to_be_checked(timeout=LIVE_TIMEOUT)
+    expect(page.locator("[data-paused]")).to_contain_text("Paused until")
     page.get_by_label("Pause automatic replies").uncheck()
     expect(page.get_by_role("status")).to_have_text("Automatic replies resumed.")
+    expect(page.locator("[data-paused]")).to_have_text("")
+    page.reload()
+    expect(page.get_by_label("Pause automatic replies")).not_to_be_checked()
     page.get_by_label("Contact name").fill("Alice")
     page.get_by_role("button", name="Save name").click()
     expect(page.get_by_role("status")).to_have_text("Saved.")
     conversation = panel.api("GET", f"/api/conversations/{PHONE}").json()["conversation"]
     assert conversation["name"] == "Alice"
     assert conversation["replies_paused"] is False
+    context.close()
+
+
+def test_times_are_shown_in_the_readers_time_zone(browser: Browser, panel: Live) -> None:
+    text_app(panel, "what time is it?")
+    context, page = new_page(browser, timezone_id="Asia/Tokyo")
+    login(page, panel)
+    page.goto(f"{panel.url}/chat/{PHONE}")
+    first = page.locator(".bubble-meta time").first
+    expect(first).to_have_text(re.compile(r"now|min"))  # relative while recent
+    assert "Japan" in (first.get_attribute("title") or "")  # the full time names the zone
+    page.goto(f"{panel.url}/conversations")
+    expect(page.locator("#conversation-list time").first).not_to_contain_text("UTC")
     context.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -73,3 +74,20 @@ def test_a_logged_out_visitor_is_sent_to_the_login_whatever_the_page(live: Live)
     for path in ("/no-such-page", "/chat/+15557770000", "/chat/new?number=1"):
         page = requests.get(f"{live.url}{path}", allow_redirects=False, timeout=10)
         assert page.status_code == 302 and "/login" in page.headers["Location"], path
+
+
+def test_the_tab_title_counts_the_conversations_with_unread_texts(live: Live) -> None:
+    panel = logged_in(live)
+    assert "<title>Conversations" in panel.get(f"{live.url}/conversations", timeout=10).text
+    cursor = re.search(r'data-cursor="([^"]+)"', panel.get(f"{live.url}/", timeout=10).text)
+    assert cursor is not None
+    for sender in ("+15557770001", "+15557770002"):
+        live.api("POST", "/api/sandbox/simulate", json={"from": sender, "body": "hi"})
+    page = panel.get(f"{live.url}/conversations", timeout=10).text
+    assert "<title>(2) Conversations" in page
+    poll = panel.get(
+        f"{live.url}/partials/conversations", params={"cursor": cursor.group(1)}, timeout=10
+    )
+    assert poll.status_code == 200 and poll.headers["X-Unread"] == "2"
+    panel.get(f"{live.url}/chat/+15557770001", timeout=10)  # opening a thread reads it
+    assert "<title>(1) " in panel.get(f"{live.url}/conversations", timeout=10).text

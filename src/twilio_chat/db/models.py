@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -146,7 +147,16 @@ class Contact(Base):
     """A person we text with: a name, and the conversation's summary and state."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_last_message_id", "last_message_id"),)
+    __table_args__ = (
+        Index("ix_contacts_last_message_id", "last_message_id"),
+        # The conversations with unread texts (the tab's title counts them): few of many.
+        Index(
+            "ix_contacts_unread",
+            "unread_count",
+            sqlite_where=text("unread_count > 0"),
+            postgresql_where=text("unread_count > 0"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)

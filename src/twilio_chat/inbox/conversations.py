@@ -376,6 +376,12 @@ class Changes:
     messages: list[Message]
 
 
+def unread_conversations(session: Session) -> int:
+    """Return how many conversations have texts nobody read yet."""
+    count = session.scalar(select(func.count()).where(Contact.unread_count > 0))
+    return int(count or 0)
+
+
 def current_cursor(session: Session) -> tuple[int, int]:
     """Return the newest message id and status event id."""
     mid, eid = session.execute(

@@ -123,6 +123,9 @@ def answer_poll(render: Callable[[], str], number: str | None = None) -> Respons
         html = render() if news else ""
     answer = make_response((html, 200) if news else ("", 204))
     answer.headers["X-Live-Cursor"] = cursor
+    if news:  # the tab's title counts the conversations with unread texts
+        with get_db().read() as session:
+            answer.headers["X-Unread"] = str(conversations.unread_conversations(session))
     answer.headers["Cache-Control"] = "no-store"
     return answer
 

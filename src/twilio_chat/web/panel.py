@@ -71,16 +71,18 @@ def _settings() -> Settings:
 def _page(template: str, **context: Any) -> str:
     """Render a panel page with what every page needs (the navbar says who answers texts)."""
     user = current_identity()
-    mode = None
+    mode, unread = None, 0
     if user is not None:
         with get_db().read() as session:
             mode = reply_config.current_mode(session, _settings())
+            unread = conversations.unread_conversations(session)
     return render_template(
         template,
         user=user,
         csrf=csrf_token(),
         sandbox=_settings().sandbox,
         answering=mode,
+        unread=unread,
         **context,
     )
 
@@ -275,7 +277,7 @@ def chat_partial(number: str) -> Response:
         thread = _thread(number)
         if thread.summary.contact.unread_count:
             messaging.mark_read(get_db(), number)
-        return _page("partials/chat_live.html", messages=thread.messages)
+        return _page("partials/chat_live.html", messages=thread.messages, summary=thread.summary)
 
     if not is_e164(number):
         abort(404)

@@ -186,6 +186,19 @@
       const result = await api("POST", url, {});
       if (result.ok) {
         announce(pause.checked ? pause.dataset.successOn : pause.dataset.successOff, "success");
+        const shown = document.querySelector("[data-paused]");
+        const until = result.data && result.data.replies_paused_until;
+        if (shown) {
+          shown.dataset.paused = until ? "yes" : "no";
+          shown.replaceChildren();
+          if (until) {
+            const at = document.createElement("time");
+            at.setAttribute("datetime", until);
+            at.dataset.local = "time";
+            shown.append(shown.dataset.label + " ", at);
+            localize(shown);
+          }
+        }
       } else {
         pause.checked = !pause.checked;
         announce(result.data && result.data.error ? result.data.error.message : "HTTP " + result.status, "danger");
@@ -236,6 +249,38 @@
     area.addEventListener("input", update);
     update();
   });
+
+  // Times in the reader's own time zone and language. -------------------------------------
+  // <time datetime data-local="relative|time">: "5 min ago" (then the date) or the clock (with
+  // the date when not today); the full date, time and zone on hover.
+  const lang = document.documentElement.lang || undefined;
+  const full = new Intl.DateTimeFormat(lang, { dateStyle: "full", timeStyle: "full" });
+  const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+  const dated = new Intl.DateTimeFormat(lang, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const relative = new Intl.RelativeTimeFormat(lang, { numeric: "auto", style: "short" });
+
+  function sameDay(a, b) {
+    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+  }
+
+  function localize(root) {
+    const now = new Date();
+    (root || document).querySelectorAll("time[data-local]").forEach((el) => {
+      const at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      el.title = full.format(at);
+      const seconds = Math.round((at - now) / 1000);
+      if (el.dataset.local === "relative" && Math.abs(seconds) < 3600) {
+        el.textContent = Math.abs(seconds) < 60 ? relative.format(0, "minute") : relative.format(Math.round(seconds / 60), "minute");
+      } else if (el.dataset.local === "relative" && Math.abs(seconds) < 6 * 3600) {
+        el.textContent = relative.format(Math.round(seconds / 3600), "hour");
+      } else {
+        el.textContent = sameDay(at, now) ? clock.format(at) : dated.format(at);
+      }
+    });
+  }
+  localize();
+  setInterval(() => localize(), 60000);
 
   // Banners: the connection to the server, or the login session, is lost. ----------------
   function showBanner(kind) {
@@ -295,7 +340,12 @@
       target.replaceChildren(...part.childNodes);
       // A chat follows new messages while its reader is at the bottom, and stays put otherwise.
       target.scrollTop = atBottom && target.classList.contains("chat") ? target.scrollHeight : top;
+      localize(target);
     }
+    // A person's reply pauses the conversation: the switch says so at once.
+    const paused = document.querySelector("[data-paused]");
+    const pauseSwitch = document.getElementById("pause-switch");
+    if (paused && pauseSwitch) pauseSwitch.checked = paused.dataset.paused === "yes";
   }
 
   // Ask for the live part now; return "ok", "session" or "offline".
@@ -307,6 +357,8 @@
       const state = stateOf(answer);
       if (state !== "ok" || !answer.ok) return state; // e.g. a 404: the page is gone, keep it
       if (answer.status !== 204) show(await answer.text());
+      const unread = answer.headers.get("X-Unread");
+      if (unread !== null) document.title = (unread !== "0" ? "(" + unread + ") " : "") + document.title.replace(/^\(\d+\) /, "");
       cursor = answer.headers.get("X-Live-Cursor") || cursor;
       return "ok";
     } catch (e) {
