@@ -132,8 +132,12 @@ def test_the_api_keeps_to_its_document(
         if operation.label == "POST /api/ai/test" and isinstance(case.body, dict):
             # AI settings tried name a server and a key: always the local fake's (a value
             # the document refuses stays as it is, to be refused).
-            if isinstance(case.body.get("base_url"), str) and is_http_url(case.body["base_url"]):
-                case.body["base_url"] = fake_openai.base_url
+            base_url = case.body.get("base_url")
+            blank_or_url = isinstance(base_url, str) and (
+                not base_url.strip() or is_http_url(base_url.strip())
+            )
+            if "base_url" in case.body and (base_url is None or blank_or_url):
+                case.body["base_url"] = fake_openai.base_url  # null: OpenAI's own, not here
             if isinstance(case.body.get("api_key"), str) and is_usable_api_key(
                 case.body["api_key"].strip()
             ):
