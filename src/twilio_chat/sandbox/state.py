@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+import os
 import re
 import threading
 import uuid
@@ -142,6 +143,24 @@ def _take_fault(session: Session) -> SandboxError | None:
 
 
 Steps = list[tuple[str, int | None]]  # status callbacks still to fire: (status, error code)
+_HTTP: tuple[int, requests.Session] | None = None  # this process's, for status callbacks
+_HTTP_LOCK = threading.Lock()
+
+
+def _callback_http() -> requests.Session:
+    """Return this process's HTTP session for status callbacks, made on first use.
+
+    Callbacks go straight to the app, as Twilio's do: no proxy or .netrc from the environment,
+    no redirect followed. One session keeps its connections to the app alive between
+    callbacks, as Twilio's servers do; a forked process makes its own.
+    """
+    global _HTTP
+    with _HTTP_LOCK:
+        if _HTTP is None or _HTTP[0] != os.getpid():
+            http = requests.Session()
+            http.trust_env = False
+            _HTTP = (os.getpid(), http)
+        return _HTTP[1]
 
 
 @dataclass
@@ -500,11 +519,7 @@ class Sandbox:
                 if error:
                     form["ErrorCode"] = str(error)
             if url:
-                # Straight to the app, as Twilio's callbacks: no proxy or .netrc from the
-                # environment, no redirect followed.
-                with requests.Session() as http:
-                    http.trust_env = False
-                    self._post_signed(url, form, http)
+                self._post_signed(url, form, _callback_http())
         except Exception:
             log.exception("sandbox: status callbacks for %s stopped", sid)
             return
