@@ -102,8 +102,11 @@ def test_the_audit_log_records_who_did_what(live: Live) -> None:
         ("admin", "redact", sid),
         ("admin", "delete", sid),
     ]
-    assert API_KEY not in answer.text  # field names, never values
-    assert events[3]["detail"] == {"fields": ["api_key", "model"]}
+    assert API_KEY not in answer.text  # what changed, old -> new; a key never
+    assert events[3]["detail"] == {
+        "changes": {"model": ["gpt-4o-mini", "m"], "api_key": ["•••", "•••"]}
+    }
+    assert events[2]["detail"] == {"changes": {"message": ["", "hi"]}}
     assert all(e["ip"] == "127.0.0.1" for e in events)
 
 

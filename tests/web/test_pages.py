@@ -91,3 +91,21 @@ def test_the_tab_title_counts_the_conversations_with_unread_texts(live: Live) ->
     assert poll.status_code == 200 and poll.headers["X-Unread"] == "2"
     panel.get(f"{live.url}/chat/+15557770001", timeout=10)  # opening a thread reads it
     assert "<title>(1) " in panel.get(f"{live.url}/conversations", timeout=10).text
+
+
+def test_the_audit_page_says_who_changed_what_old_to_new_in_the_users_language(
+    live: Live,
+) -> None:
+    live.api("POST", "/api/auto-reply/config", json={"message": "Hello"})
+    live.api("POST", "/api/auto-reply/config", json={"message": "Back at 9", "window_hours": 2})
+    live.api("POST", "/api/ai/config", json={"api_key": "sk-secret-key-123456", "model": "m2"})
+    live.api("POST", "/api/automation", json={"mode": "off"})
+    page = logged_in(live).get(f"{live.url}/audit", timeout=10).text
+    assert "Changed the auto-reply" in page
+    assert "Message: Hello → Back at 9" in page
+    assert "Once per conversation within (hours): 12 → 2" in page
+    assert "Chose who answers" in page and "Echo → Off" in page
+    assert "API key: ••• → •••" in page and "sk-secret" not in page
+    assert "Model: gpt-4o-mini → m2" in page
+    polish = logged_in(live, lang="pl").get(f"{live.url}/audit", timeout=10).text
+    assert "Zmieniono auto-odpowiedź" in polish and "Wiadomość: Hello → Back at 9" in polish

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import g, has_request_context, request
@@ -11,6 +12,26 @@ from twilio_chat.db.engine import Database
 from twilio_chat.db.models import AuditEvent, utcnow
 
 KEEP_DAYS = 365
+HIDDEN = "•••"  # a secret's old and new value, which the log never holds
+
+
+def changes(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    fields: Iterable[str],
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, list[Any]]:
+    """Return the fields whose value changed, as {field: [old, new]}.
+
+    `secrets` maps a field that only hints at a secret (a masked key) to the secret's name: its
+    change is recorded under that name with both values hidden.
+    """
+    found = {name: [before.get(name), after.get(name)] for name in fields}
+    changed = {name: values for name, values in found.items() if values[0] != values[1]}
+    for hint, name in (secrets or {}).items():
+        if before.get(hint) != after.get(hint):
+            changed[name] = [HIDDEN, HIDDEN]
+    return changed
 
 
 def current_actor(default: str = "system") -> tuple[str, str | None]:

@@ -37,6 +37,25 @@ from twilio_chat.web.serialize import answer
 bp = APIBlueprint("config_api", __name__, url_prefix="/api")
 # An AI error that is the config's fault: 400 naming the field to fix.
 AI_CONFIG_FIELDS = {"no_key": "api_key", "bad_key": "api_key", "bad_base_url": "base_url"}
+# What the audit log records of a config's save: each of these that changed, old -> new.
+AUTO_REPLY_AUDITED = (
+    "enabled",
+    "message",
+    "window_hours",
+    "outside_hours_only",
+    "business_hours",
+)
+AI_AUDITED = (
+    "enabled",
+    "model",
+    "temperature",
+    "system_prompt",
+    "target_number",
+    "history_limit",
+    "max_segments",
+    "base_url",
+    "fallback_text",
+)
 
 
 def _settings() -> Settings:
@@ -128,10 +147,12 @@ def auto_reply_get() -> Response:
 @requires_scope("admin")
 def auto_reply_save(body: AutoReplyBody) -> Response:
     """Save the auto-reply config; `enabled` chooses the auto-reply mode (false: off)."""
-    data = body.model_dump(exclude_unset=True)
-    reply_config.save_auto_reply(get_db(), _settings(), data)
-    audit.record(get_db(), "config_auto_reply", None, {"fields": sorted(data)})
-    return answer(_configs()[0])
+    before = _configs()[0]
+    reply_config.save_auto_reply(get_db(), _settings(), body.model_dump(exclude_unset=True))
+    after = _configs()[0]
+    changed = audit.changes(before.model_dump(), after.model_dump(), AUTO_REPLY_AUDITED)
+    audit.record(get_db(), "config_auto_reply", None, {"changes": changed})
+    return answer(after)
 
 
 @bp.get(
@@ -155,10 +176,14 @@ def ai_get() -> Response:
 @requires_scope("admin")
 def ai_save(body: AIConfigBody) -> Response:
     """Save the AI config; `enabled` chooses the AI mode (false: off)."""
-    data = body.model_dump(exclude_unset=True)
-    reply_config.save_ai(get_db(), _settings(), data)
-    audit.record(get_db(), "config_ai", None, {"fields": sorted(data)})  # names, never values
-    return answer(_configs()[1])
+    before = _configs()[1]
+    reply_config.save_ai(get_db(), _settings(), body.model_dump(exclude_unset=True))
+    after = _configs()[1]
+    changed = audit.changes(  # the key never: only that it changed
+        before.model_dump(), after.model_dump(), AI_AUDITED, {"api_key_hint": "api_key"}
+    )
+    audit.record(get_db(), "config_ai", None, {"changes": changed})
+    return answer(after)
 
 
 class AITestFailed(AppError):

@@ -101,6 +101,50 @@ def mode_label(mode: str) -> str:
 
 
 @bp.app_template_global()
+def audit_action(action: str) -> str:
+    """Return what an audit entry's action did, in the user's language."""
+    actions = {
+        "login": gettext("Logged in"),
+        "login_failed": gettext("Failed to log in"),
+        "send": gettext("Sent a text"),
+        "redact": gettext("Redacted a text"),
+        "delete": gettext("Deleted a text"),
+        "contact_name": gettext("Renamed a contact"),
+        "pause": gettext("Paused automatic replies"),
+        "resume": gettext("Resumed automatic replies"),
+        "config_auto_reply": gettext("Changed the auto-reply"),
+        "config_ai": gettext("Changed the AI settings"),
+        "automation_mode": gettext("Chose who answers"),
+        "create_user": gettext("Created a user"),
+        "set_password": gettext("Set a password"),
+        "create_token": gettext("Created an API token"),
+    }
+    return str(actions.get(action, action))
+
+
+@bp.app_template_global()
+def audit_field(field: str) -> str:
+    """Return a setting's name as the panel shows it, in the user's language."""
+    fields = {
+        "enabled": gettext("On"),
+        "message": gettext("Message"),
+        "window_hours": gettext("Once per conversation within (hours)"),
+        "outside_hours_only": gettext("Only outside business hours"),
+        "business_hours": gettext("Business hours"),
+        "api_key": gettext("API key"),
+        "model": gettext("Model"),
+        "temperature": gettext("Temperature (0–2)"),  # noqa: RUF001 - the form's own label
+        "system_prompt": gettext("System prompt"),
+        "target_number": gettext("Only for this number (empty: everyone)"),
+        "history_limit": gettext("History (messages)"),
+        "max_segments": gettext("Max SMS segments"),
+        "base_url": gettext("Base URL (OpenAI-compatible server; empty: OpenAI)"),
+        "fallback_text": gettext("Fallback text when the model fails"),
+    }
+    return str(fields.get(field, field))
+
+
+@bp.app_template_global()
 def mode_help(mode: str) -> str:
     """Return what an automation mode does, translated."""
     helps = {
