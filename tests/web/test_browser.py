@@ -241,6 +241,10 @@ def test_a_failed_delivery_shows_its_error_text(browser: Browser, panel: Live) -
     error = page.locator(".bubble-error")
     expect(error).to_have_text("filtered by the carrier (30007)", timeout=5000)
     expect(page.locator(".bubble .tick")).to_have_text("✗")
+    expect(page.locator(".bubble-hint")).to_contain_text("carriers filter link shorteners")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status")).to_have_text("Sent again.")
+    expect(page.locator(".bubble-row.us")).to_have_count(2, timeout=LIVE_TIMEOUT)
     shot(page, "chat-failed")
     context.close()
 

@@ -26,6 +26,7 @@ from twilio_chat.messaging.outbound import (
     Sender,
     SendRequest,
     mark_read,
+    retry,
     send,
     validate_send,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "reason_not_to_answer",
     "record_inbound",
     "record_status",
+    "retry",
     "send",
     "set_opt_out",
     "store_inbound",

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from twilio_chat.db.engine import Database
 from twilio_chat.db.models import Contact, Message, StatusEvent, utcnow
-from twilio_chat.errors import N_, InvalidInput, OptedOut, Upstream
+from twilio_chat.errors import N_, InvalidInput, NotFound, OptedOut, Upstream
 from twilio_chat.messaging.shared import (
     MAX_BODY,
     MAX_MEDIA,
@@ -283,3 +283,30 @@ def _attach_pending_events(session: Session, message: Message) -> None:
     for event in events:
         event.message_id = message.id
         advance_status(message, event.status, event.error_code)
+
+
+RETRYABLE = ("failed", "undelivered")
+
+
+def retry(
+    db: Database, gateway: TwilioGateway, settings: Settings, sid: str, source: str
+) -> Message:
+    """Send a failed message again, as a new message with the same text and media, and return it.
+
+    NotFound for a sid we do not store; InvalidInput (field "sid") unless it is one of our own
+    that failed. The new message goes through every rule a send does (an opt-out included).
+    """
+    with db.read() as session:
+        old = session.scalar(select(Message).where(Message.sid == sid))
+        if old is None:
+            raise NotFound(N_("There is no message %(sid)s."), "sid", sid=sid)
+        if old.direction != "outbound" or old.status not in RETRYABLE:
+            raise InvalidInput(N_("Only a message that failed can be sent again."), "sid")
+        request = SendRequest(
+            to=old.contact_number,
+            body=old.body or "",
+            media_urls=[item["url"] for item in old.media or [] if item.get("url")],
+            messaging_service_sid=old.messaging_service_sid,
+            source=source,
+        )
+    return send(db, gateway, settings, request)

@@ -27,6 +27,27 @@ ERROR_TEXTS: dict[int, str] = {
 }
 
 
+# What a person can do about a failed message, by its error code.
+FIX_HINTS: dict[int, str] = {
+    20429: N_("Try again in a moment."),
+    21610: N_("They texted STOP: nothing can be sent until they text START."),
+    21614: N_("This number cannot get texts; call it instead."),
+    21635: N_("This number cannot get texts; call it instead."),
+    30003: N_("Try again later, when the phone may be on."),
+    30004: N_("They or their carrier block your texts; reach them another way."),
+    30005: N_("Check the number: it may not exist."),
+    30006: N_("This number cannot get texts; call it instead."),
+    30007: N_("Rephrase it: carriers filter link shorteners and texts that look like spam."),
+    30008: N_("Try again; if it fails again, ask Twilio's support."),
+    30034: N_("Register the number for A2P 10DLC in the Twilio console."),
+}
+
+
+def fix_hint(code: int | None) -> str | None:
+    """Return what a person can do about a message that failed with this code, if known."""
+    return FIX_HINTS.get(code) if code is not None else None
+
+
 def describe_error(code: int | None, fallback: str = "") -> str:
     """Return a readable text for a Twilio error code."""
     if code is None:

@@ -195,6 +195,22 @@ def message_detail(path: SidPath) -> Response:
 
 
 @bp.post(
+    "/messages/<sid>/retry",
+    tags=MESSAGES_TAG,
+    operation_id="retryMessage",
+    responses={201: MessageAnswer, **error_answers(400, 401, 403, 404, 409, 502)},
+)
+@requires_scope("send")
+def retry_message(path: SidPath) -> Response:
+    """Send a failed message again: a new message with the same text and media."""
+    source = "panel" if current_identity().via == "session" else "api"
+    message = messaging.retry(get_db(), get_gateway(), _settings(), path.sid, source)
+    detail = {"sid": message.sid, "source": source, "retry_of": path.sid}
+    audit.record(get_db(), "send", message.contact_number, detail)
+    return answer(MessageAnswer(message=message_out(message)), 201)
+
+
+@bp.post(
     "/messages/<sid>/redact",
     tags=MESSAGES_TAG,
     operation_id="redactMessage",

@@ -26,7 +26,7 @@ from twilio_chat.errors import NotFound
 from twilio_chat.inbox import conversations, stats
 from twilio_chat.replies import config as reply_config
 from twilio_chat.settings import Settings, is_e164, to_e164
-from twilio_chat.twilio.errors import describe_error
+from twilio_chat.twilio.errors import describe_error, fix_hint
 from twilio_chat.twilio.gateway import MediaRefused, get_gateway
 from twilio_chat.web.auth import csrf_ok, csrf_token, current_identity, public, start_session
 from twilio_chat.web.live import answer_poll
@@ -98,6 +98,13 @@ def mode_label(mode: str) -> str:
         "keywords": gettext("Keywords"),
     }
     return str(labels.get(mode, mode))
+
+
+@bp.app_template_global()
+def fix_hint_for(code: int | None) -> str | None:
+    """Return what a person can do about a message that failed with this code, translated."""
+    hint = fix_hint(code)
+    return str(gettext(hint)) if hint else None
 
 
 @bp.app_template_global()

@@ -178,6 +178,26 @@
     });
   });
 
+  // Retry a failed message (its button is in the live thread, so listen on the document). --
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest && event.target.closest("[data-retry]");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const result = await api("POST", button.dataset.retry, {});
+      if (result.ok) {
+        announce(button.dataset.success, "success");
+        refresh();
+      } else {
+        announce(result.data && result.data.error ? result.data.error.message : "HTTP " + result.status, "danger");
+        button.disabled = false;
+      }
+    } catch (e) {
+      announce(String(e), "danger");
+      button.disabled = false;
+    }
+  });
+
   // The pause switch in a chat. ------------------------------------------------------------
   const pause = document.getElementById("pause-switch");
   if (pause) {
