@@ -37,25 +37,10 @@ from twilio_chat.web.serialize import answer
 bp = APIBlueprint("config_api", __name__, url_prefix="/api")
 # An AI error that is the config's fault: 400 naming the field to fix.
 AI_CONFIG_FIELDS = {"no_key": "api_key", "bad_key": "api_key", "bad_base_url": "base_url"}
-# What the audit log records of a config's save: each of these that changed, old -> new.
-AUTO_REPLY_AUDITED = (
-    "enabled",
-    "message",
-    "window_hours",
-    "outside_hours_only",
-    "business_hours",
-)
-AI_AUDITED = (
-    "enabled",
-    "model",
-    "temperature",
-    "system_prompt",
-    "target_number",
-    "history_limit",
-    "max_segments",
-    "base_url",
-    "fallback_text",
-)
+# What the audit log records of a config's save: each of these that changed, old -> new (the
+# AI's key only as changed, through its masked hint).
+AUTO_REPLY_AUDITED = tuple(f.name for f in dataclasses.fields(reply_config.AutoReply))
+AI_AUDITED = tuple(name for name in reply_config.AI_FIELDS if name != "api_key")
 
 
 def _settings() -> Settings:

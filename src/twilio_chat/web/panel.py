@@ -68,23 +68,21 @@ def _settings() -> Settings:
     return settings
 
 
+def _part(template: str, **context: Any) -> str:
+    """Render a page's live part (no navbar) with who asks and the form token."""
+    return render_template(
+        template, user=current_identity(), csrf=csrf_token(), sandbox=_settings().sandbox, **context
+    )
+
+
 def _page(template: str, **context: Any) -> str:
-    """Render a panel page with what every page needs (the navbar says who answers texts)."""
-    user = current_identity()
+    """Render a whole panel page: its navbar says who answers texts, its title the unread."""
     mode, unread = None, 0
-    if user is not None:
+    if current_identity() is not None:
         with get_db().read() as session:
             mode = reply_config.current_mode(session, _settings())
             unread = conversations.unread_conversations(session)
-    return render_template(
-        template,
-        user=user,
-        csrf=csrf_token(),
-        sandbox=_settings().sandbox,
-        answering=mode,
-        unread=unread,
-        **context,
-    )
+    return _part(template, answering=mode, unread=unread, **context)
 
 
 @bp.app_template_global()
@@ -253,7 +251,7 @@ def dashboard() -> str:
 @bp.get("/partials/dashboard")
 def dashboard_partial() -> Response:
     """Render the live parts of the dashboard, if anything is new."""
-    return answer_poll(lambda: _page("partials/dashboard_live.html", **_dashboard_context()))
+    return answer_poll(lambda: _part("partials/dashboard_live.html", **_dashboard_context()))
 
 
 # Conversations --------------------------------------------------------------------------
@@ -270,7 +268,7 @@ def conversations_page() -> str:
 def conversations_partial() -> Response:
     """Render the live conversation list, if anything is new."""
     return answer_poll(
-        lambda: _page(
+        lambda: _part(
             "partials/conversations_live.html",
             conversations=conversations.list_conversations(get_db(), 100).items,
         )
@@ -328,7 +326,7 @@ def chat_partial(number: str) -> Response:
         thread = _thread(number)
         if thread.summary.contact.unread_count:
             messaging.mark_read(get_db(), number)
-        return _page("partials/chat_live.html", messages=thread.messages, summary=thread.summary)
+        return _part("partials/chat_live.html", messages=thread.messages, summary=thread.summary)
 
     if not is_e164(number):
         abort(404)
@@ -415,7 +413,7 @@ def simulator_partial(number: str) -> Response:
     if not _settings().sandbox or not is_e164(number):
         abort(404)
     return answer_poll(
-        lambda: _page("partials/simulator_live.html", **_simulator_context(number)), number
+        lambda: _part("partials/simulator_live.html", **_simulator_context(number)), number
     )
 
 
